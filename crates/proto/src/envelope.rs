@@ -1,0 +1,114 @@
+//! The SMTP envelope: who sent a message, to whom, and with which ESMTP
+//! parameters, as the server session hands it over at the end of DATA and as
+//! the spool stores it.
+//!
+//! # Must never
+//! Hold message content, or anything that was not checked by the grammar:
+//! every value in here has passed `proto`'s parsers.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The BODY= parameter of MAIL FROM (RFC 6152, RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BodyType {
+    /// No BODY parameter, or BODY=7BIT.
+    #[default]
+    SevenBit,
+    /// BODY=8BITMIME.
+    EightBitMime,
+    /// BODY=BINARYMIME (only valid with BDAT).
+    BinaryMime,
+}
+
+/// The RET= parameter of MAIL FROM (RFC 3461): what a DSN carries back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ret {
+    /// RET=FULL: the whole message.
+    Full,
+    /// RET=HDRS: the headers only.
+    Hdrs,
+}
+
+/// The NOTIFY= parameter of RCPT TO (RFC 3461). `NOTIFY=NEVER` is the value
+/// with all three flags false; an absent parameter is `None` in [`Recipient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Notify {
+    /// NOTIFY=SUCCESS.
+    pub success: bool,
+    /// NOTIFY=FAILURE.
+    pub failure: bool,
+    /// NOTIFY=DELAY.
+    pub delay: bool,
+}
+
+/// One accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The forward-path without angle brackets, e.g. `user@example.org`.
+    pub address: String,
+    /// NOTIFY=, if the client gave one.
+    pub notify: Option<Notify>,
+    /// ORCPT=, decoded from xtext, as `addr-type;address` (e.g. `rfc822;a@b`).
+    pub orcpt: Option<String>,
+}
+
+/// The envelope of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The reverse-path without angle brackets; empty for the null sender `<>`.
+    pub sender: String,
+    /// Accepted recipients, in the order the client gave them.
+    pub recipients: Vec<Recipient>,
+    /// BODY=.
+    pub body: BodyType,
+    /// SMTPUTF8 was given on MAIL FROM.
+    pub smtputf8: bool,
+    /// RET=, if given.
+    pub ret: Option<Ret>,
+    /// ENVID=, decoded from xtext, if given.
+    pub envid: Option<String>,
+    /// SIZE= as declared by the client, if given.
+    pub declared_size: Option<u64>,
+}
+
+/// How the client spoke: the `with` clause of the Received header (RFC 3848).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    /// HELO.
+    Smtp,
+    /// EHLO.
+    Esmtp,
+    /// EHLO, then STARTTLS.
+    Esmtps,
+    /// Local submission (sendmail).
+    Local,
+}
+
+impl Protocol {
+    /// The RFC 3848 keyword.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "SMTP",
+            Protocol::Esmtp => "ESMTP",
+            Protocol::Esmtps => "ESMTPS",
+            Protocol::Local => "local",
+        }
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// The peer's IP address.
+    pub addr: IpAddr,
+    /// The peer's TCP port.
+    pub port: u16,
+    /// The verified host name of the peer, if a lookup was done.
+    pub hostname: Option<String>,
+    /// The HELO/EHLO argument as given (already checked to be printable).
+    pub helo: String,
+    /// How the client spoke.
+    pub protocol: Protocol,
+}

@@ -1,0 +1,13 @@
+//! `sluice-qmgr`: the queue manager.
+//!
+//! # Status
+//! Not built yet: this program's job comes with issue #3. Until then it
+//! says so and exits with status 2, so that nothing mistakes it for working.
+//!
+//! # Must never
+//! Pretend to have done its job.
+
+fn main() -> std::process::ExitCode {
+    eprintln!("sluice-qmgr: not implemented yet (the queue manager comes with issue #3)");
+    std::process::ExitCode::from(2)
+}
