@@ -1,0 +1,192 @@
+//! One function per operator line shape (DESIGN.md, "Logs").
+//!
+//! # Must never
+//! Be bypassed: no other crate formats these shapes itself.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Makes peer-supplied text safe for one log line: control characters and
+/// non-ASCII bytes become `?`, and the result is cut at `max` characters.
+pub fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// `host[addr]`, as Postfix names a peer; `unknown` when there is no
+/// verified host name.
+pub fn peer(hostname: Option<&str>, addr: IpAddr) -> String {
+    format!(
+        "{}[{}]",
+        printable(hostname.unwrap_or("unknown"), 255),
+        addr
+    )
+}
+
+/// `connect from host[addr]`.
+pub fn connect(hostname: Option<&str>, addr: IpAddr) -> String {
+    format!("connect from {}", peer(hostname, addr))
+}
+
+/// `disconnect from host[addr] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6`.
+/// Each count is `(verb, accepted, total)`; `ok/total` is printed only when
+/// they differ, as Postfix does.
+pub fn disconnect(hostname: Option<&str>, addr: IpAddr, counts: &[(&str, u32, u32)]) -> String {
+    let mut out = format!("disconnect from {}", peer(hostname, addr));
+    let (mut ok_sum, mut total_sum) = (0, 0);
+    for &(verb, ok, total) in counts {
+        if total == 0 {
+            continue;
+        }
+        ok_sum += ok;
+        total_sum += total;
+        push_count(&mut out, &verb.to_ascii_lowercase(), ok, total);
+    }
+    push_count(&mut out, "commands", ok_sum, total_sum);
+    out
+}
+
+fn push_count(out: &mut String, name: &str, ok: u32, total: u32) {
+    if ok == total {
+        let _ = write!(out, " {name}={total}");
+    } else {
+        let _ = write!(out, " {name}={ok}/{total}");
+    }
+}
+
+/// `QUEUEID: client=host[addr]`.
+pub fn client(queue_id: &str, hostname: Option<&str>, addr: IpAddr) -> String {
+    format!("{queue_id}: client={}", peer(hostname, addr))
+}
+
+/// `QUEUEID: from=<sender>, size=N, nrcpt=N (queue active)`.
+pub fn queued(queue_id: &str, sender: &str, size: u64, nrcpt: usize) -> String {
+    format!(
+        "{queue_id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
+        printable(sender, 256)
+    )
+}
+
+/// `QUEUEID: removed`.
+pub fn removed(queue_id: &str) -> String {
+    format!("{queue_id}: removed")
+}
+
+/// What [`reject`] needs to know about the refused command.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    /// SMTP stage: `RCPT`, `MAIL`, `DATA`, `END-OF-MESSAGE`, ...
+    pub stage: &'a str,
+    /// Peer host name, if verified.
+    pub hostname: Option<&'a str>,
+    /// Peer address.
+    pub addr: IpAddr,
+    /// The reply sent, e.g. `554 5.7.1 <x@y>: Relay access denied`.
+    pub reply: &'a str,
+    /// MAIL FROM, if given yet.
+    pub sender: Option<&'a str>,
+    /// The RCPT TO that was refused, if any.
+    pub recipient: Option<&'a str>,
+    /// `SMTP` or `ESMTP`.
+    pub protocol: &'a str,
+    /// The HELO/EHLO name, if given.
+    pub helo: Option<&'a str>,
+}
+
+/// `NOQUEUE: reject: RCPT from host[addr]: 554 5.7.1 <x@y>: Relay access
+/// denied; from=<a@b> to=<x@y> proto=ESMTP helo=<client>` (fail2ban's shape).
+pub fn reject(r: &Rejection<'_>) -> String {
+    let mut out = format!(
+        "NOQUEUE: reject: {} from {}: {};",
+        r.stage,
+        peer(r.hostname, r.addr),
+        printable(r.reply, 512)
+    );
+    if let Some(s) = r.sender {
+        let _ = write!(out, " from=<{}>", printable(s, 256));
+    }
+    if let Some(t) = r.recipient {
+        let _ = write!(out, " to=<{}>", printable(t, 256));
+    }
+    let _ = write!(out, " proto={}", r.protocol);
+    if let Some(h) = r.helo {
+        let _ = write!(out, " helo=<{}>", printable(h, 255));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lo() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    #[test]
+    fn golden_lines() {
+        assert_eq!(connect(None, lo()), "connect from unknown[127.0.0.1]");
+        assert_eq!(
+            client("4XKJ0ABC", Some("mx.example"), lo()),
+            "4XKJ0ABC: client=mx.example[127.0.0.1]"
+        );
+        assert_eq!(
+            queued("4XKJ0ABC", "a@b.example", 1234, 2),
+            "4XKJ0ABC: from=<a@b.example>, size=1234, nrcpt=2 (queue active)"
+        );
+        assert_eq!(
+            queued("X", "", 1, 1),
+            "X: from=<>, size=1, nrcpt=1 (queue active)"
+        );
+        assert_eq!(removed("4XKJ0ABC"), "4XKJ0ABC: removed");
+        assert_eq!(
+            disconnect(
+                None,
+                lo(),
+                &[
+                    ("EHLO", 1, 1),
+                    ("MAIL", 1, 1),
+                    ("RCPT", 1, 2),
+                    ("VRFY", 0, 0),
+                    ("DATA", 1, 1),
+                    ("QUIT", 1, 1)
+                ]
+            ),
+            "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6"
+        );
+    }
+
+    #[test]
+    fn golden_reject() {
+        let r = Rejection {
+            stage: "RCPT",
+            hostname: None,
+            addr: lo(),
+            reply: "554 5.7.1 <x@far.example>: Relay access denied",
+            sender: Some("a@b.example"),
+            recipient: Some("x@far.example"),
+            protocol: "ESMTP",
+            helo: Some("client.example"),
+        };
+        assert_eq!(
+            reject(&r),
+            "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <x@far.example>: \
+             Relay access denied; from=<a@b.example> to=<x@far.example> proto=ESMTP helo=<client.example>"
+        );
+    }
+
+    #[test]
+    fn printable_defuses_line_injection() {
+        assert_eq!(printable("a\r\nfake: line\x00", 100), "a??fake: line?");
+        assert_eq!(printable("héllo", 100), "h?llo");
+        assert_eq!(printable("abcdef", 3), "abc");
+    }
+}
