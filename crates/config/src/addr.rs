@@ -20,7 +20,10 @@ use serde::{de::Error as _, ser::SerializeSeq, Deserialize, Deserializer, Serial
 
 /// Parses `IP:PORT` (IPv6 in brackets), or a bare IP when `default_port` is
 /// given.
-pub(crate) fn parse_socket_addr(text: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
+pub(crate) fn parse_socket_addr(
+    text: &str,
+    default_port: Option<u16>,
+) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -38,7 +41,9 @@ pub(crate) fn parse_socket_addr(text: &str, default_port: Option<u16>) -> Result
     } else {
         "IP:PORT such as \"0.0.0.0:25\" or \"[::]:25\""
     };
-    Err(format!("invalid socket address {text:?}: expected {example}"))
+    Err(format!(
+        "invalid socket address {text:?}: expected {example}"
+    ))
 }
 
 fn serialize_list<S: Serializer>(list: &[SocketAddr], s: S) -> Result<S::Ok, S::Error> {
@@ -70,7 +75,9 @@ pub(crate) mod listen_list {
         serialize_list(list, s)
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<SocketAddr>, D::Error> {
         let list = Vec::<Element<0>>::deserialize(d)?;
         Ok(list.into_iter().map(|e| e.0).collect())
     }
@@ -84,7 +91,9 @@ pub(crate) mod nameserver_list {
         serialize_list(list, s)
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<SocketAddr>, D::Error> {
         let list = Vec::<Element<53>>::deserialize(d)?;
         Ok(list.into_iter().map(|e| e.0).collect())
     }
@@ -96,8 +105,14 @@ mod tests {
 
     #[test]
     fn listening_addresses_need_a_port() {
-        assert_eq!(parse_socket_addr("0.0.0.0:25", None), Ok("0.0.0.0:25".parse().expect("ok")));
-        assert_eq!(parse_socket_addr("[::]:0", None), Ok("[::]:0".parse().expect("ok")));
+        assert_eq!(
+            parse_socket_addr("0.0.0.0:25", None),
+            Ok("0.0.0.0:25".parse().expect("ok"))
+        );
+        assert_eq!(
+            parse_socket_addr("[::]:0", None),
+            Ok("[::]:0".parse().expect("ok"))
+        );
         let err = parse_socket_addr("0.0.0.0", None).expect_err("no port");
         assert!(err.contains("invalid socket address \"0.0.0.0\""), "{err}");
         assert!(parse_socket_addr("localhost:25", None).is_err());

@@ -100,7 +100,11 @@ fn bits(addr: IpAddr) -> u128 {
 fn mask(addr: IpAddr, prefix: u8) -> u128 {
     let width = u32::from(width(addr));
     let prefix = u32::from(prefix).min(width);
-    let all = if width == 128 { u128::MAX } else { (1u128 << width) - 1 };
+    let all = if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
     match width - prefix {
         0 => all,
         host if host >= 128 => 0,
@@ -168,9 +172,27 @@ mod tests {
 
     #[test]
     fn parses_ranges_and_bare_addresses() {
-        assert_eq!(cidr("10.0.0.0/8"), Cidr { addr: ip("10.0.0.0"), prefix: 8 });
-        assert_eq!(cidr("192.0.2.7"), Cidr { addr: ip("192.0.2.7"), prefix: 32 });
-        assert_eq!(cidr("::1"), Cidr { addr: ip("::1"), prefix: 128 });
+        assert_eq!(
+            cidr("10.0.0.0/8"),
+            Cidr {
+                addr: ip("10.0.0.0"),
+                prefix: 8
+            }
+        );
+        assert_eq!(
+            cidr("192.0.2.7"),
+            Cidr {
+                addr: ip("192.0.2.7"),
+                prefix: 32
+            }
+        );
+        assert_eq!(
+            cidr("::1"),
+            Cidr {
+                addr: ip("::1"),
+                prefix: 128
+            }
+        );
         assert_eq!(cidr("0.0.0.0/0").prefix, 0);
         assert_eq!(cidr("2001:db8::/32").to_string(), "2001:db8::/32");
     }
@@ -192,7 +214,10 @@ mod tests {
         ] {
             let err = text.parse::<Cidr>().expect_err(text);
             assert!(err.contains(why), "{text:?}: {err}");
-            assert!(err.starts_with(&format!("invalid CIDR range {text:?}")), "{err}");
+            assert!(
+                err.starts_with(&format!("invalid CIDR range {text:?}")),
+                "{err}"
+            );
         }
     }
 
@@ -220,9 +245,11 @@ mod tests {
                 Some(i) => (r.octets().to_vec(), i.octets().to_vec(), 32),
                 None => return false,
             },
-            (IpAddr::V6(r), IpAddr::V4(i)) => {
-                (r.octets().to_vec(), i.to_ipv6_mapped().octets().to_vec(), 128)
-            }
+            (IpAddr::V6(r), IpAddr::V4(i)) => (
+                r.octets().to_vec(),
+                i.to_ipv6_mapped().octets().to_vec(),
+                128,
+            ),
         };
         (0..usize::from(prefix).min(w)).all(|n| {
             let bit = |bytes: &[u8]| bytes[n / 8] >> (7 - n % 8) & 1;

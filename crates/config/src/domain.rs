@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(ok("Example.ORG."), Ok("example.org".to_owned()));
         assert_eq!(ok(".Example.org"), Ok(".example.org".to_owned()));
         assert_eq!(ok("localhost"), Ok("localhost".to_owned()));
-        assert_eq!(ok("xn--bcher-kva.example"), Ok("xn--bcher-kva.example".to_owned()));
+        assert_eq!(
+            ok("xn--bcher-kva.example"),
+            Ok("xn--bcher-kva.example".to_owned())
+        );
         assert_eq!(ok("a-1.b2"), Ok("a-1.b2".to_owned()));
     }
 

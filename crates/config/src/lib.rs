@@ -414,8 +414,20 @@ macro_rules! keyword_enum {
     };
 }
 
-keyword_enum!(TlsPolicy, "TLS policy", None = "none", May = "may", Encrypt = "encrypt", Verify = "verify");
-keyword_enum!(BareNewline, "bare newline policy", Reject = "reject", Normalize = "normalize");
+keyword_enum!(
+    TlsPolicy,
+    "TLS policy",
+    None = "none",
+    May = "may",
+    Encrypt = "encrypt",
+    Verify = "verify"
+);
+keyword_enum!(
+    BareNewline,
+    "bare newline policy",
+    Reject = "reject",
+    Normalize = "normalize"
+);
 
 impl Config {
     /// The host name to use: `hostname`, or `system` when it is empty.
@@ -464,8 +476,16 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, Error> {
         path: origin.to_owned(),
         line: e.position.line,
         column: e.position.col,
-        message: e.code.to_string(),
+        message: sentence(&e.code),
     };
+    if text.trim().is_empty() {
+        return Err(Error::Syntax {
+            path: origin.to_owned(),
+            line: 1,
+            column: 1,
+            message: "the file is empty (write `()` for all the defaults)".to_owned(),
+        });
+    }
     let mut reader = ron::Deserializer::from_str(text).map_err(syntax)?;
     let mut config: Config = match serde_path_to_error::deserialize(&mut reader) {
         Ok(config) => config,
@@ -475,7 +495,9 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, Error> {
             return Err(value_error(text, origin, key, reader.span_error(code)));
         }
     };
-    reader.end().map_err(|code| syntax(reader.span_error(code)))?;
+    reader
+        .end()
+        .map_err(|code| syntax(reader.span_error(code)))?;
     let lines = locate_keys(text);
     if let Some((key, line)) = lines.first_repeat() {
         return Err(Error::Key {
@@ -504,19 +526,41 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, Error> {
     Ok(config)
 }
 
+/// A ron error as a message in this crate's style (lower-case start).
+fn sentence(code: &ron::Error) -> String {
+    let text = code.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
 /// Turns a ron error met while reading the value at `key` into an
 /// [`Error`]: syntax errors keep ron's line and column, value errors get the
 /// key and the line where the key is written.
-fn value_error(text: &str, origin: &Path, mut key: KeyPath, error: ron::error::SpannedError) -> Error {
+fn value_error(
+    text: &str,
+    origin: &Path,
+    mut key: KeyPath,
+    error: ron::error::SpannedError,
+) -> Error {
     use ron::Error as E;
     let duplicate = matches!(error.code, E::DuplicateStructField { .. });
     let message = match &error.code {
-        E::NoSuchStructField { expected, found, .. } => {
-            key = key.name(found);
+        E::NoSuchStructField {
+            expected, found, ..
+        } => {
+            // serde_path_to_error usually has the key already.
+            if !key.ends_with(found) {
+                key = key.name(found);
+            }
             format!("unknown key; the keys here are {}", expected.join(", "))
         }
         E::DuplicateStructField { field, .. } => {
-            key = key.name(field);
+            if !key.ends_with(field) {
+                key = key.name(field);
+            }
             "written twice".to_owned()
         }
         E::Message(message) => message.clone(),
@@ -529,7 +573,7 @@ fn value_error(text: &str, origin: &Path, mut key: KeyPath, error: ron::error::S
         | E::ExpectedMap
         | E::ExpectedStructLike
         | E::ExpectedNamedStructLike(_)
-        | E::ExpectedDifferentStructName { .. } => error.code.to_string(),
+        | E::ExpectedDifferentStructName { .. } => sentence(&error.code),
         _ => String::new(),
     };
     if message.is_empty() || key.is_empty() {
@@ -537,7 +581,7 @@ fn value_error(text: &str, origin: &Path, mut key: KeyPath, error: ron::error::S
             path: origin.to_owned(),
             line: error.position.line,
             column: error.position.col,
-            message: error.code.to_string(),
+            message: sentence(&error.code),
         };
     }
     // ron stops just after the second of two equal keys; otherwise the
@@ -553,3 +597,5 @@ fn value_error(text: &str, origin: &Path, mut key: KeyPath, error: ron::error::S
         message,
     }
 }
+#[cfg(test)]
+mod tests;

@@ -19,11 +19,16 @@
 //! None: text it cannot follow is skipped, and a key it did not find has no
 //! line (callers fall back to the nearest enclosing key).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt;
 
 /// How deep the walk follows nesting; the config is 3 levels deep.
 const MAX_DEPTH: usize = 64;
+
+/// Top-level keys whose values are maps: their keys print as `routes["a"]`
+/// even when they look like identifiers, so they never pass for fields.
+const MAPS: [&str; 1] = ["routes"];
 
 /// One step of a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,11 @@ impl KeyPath {
         path.0.pop().map(|_| path)
     }
 
+    /// Whether the last step is the field or map key `name`.
+    pub(crate) fn ends_with(&self, name: &str) -> bool {
+        matches!(self.0.last(), Some(Segment::Name(last)) if last == name)
+    }
+
     /// Whether this is the top level (no key at all).
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -92,8 +102,10 @@ fn is_identifier(name: &str) -> bool {
 impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (n, segment) in self.0.iter().enumerate() {
+            let in_map = n == 1
+                && matches!(self.0.first(), Some(Segment::Name(top)) if MAPS.contains(&top.as_str()));
             match segment {
-                Segment::Name(name) if is_identifier(name) => {
+                Segment::Name(name) if is_identifier(name) && !in_map => {
                     if n > 0 {
                         f.write_str(".")?;
                     }
@@ -245,7 +257,9 @@ fn tokenize(text: &str) -> Vec<(Token, usize)> {
                 }
                 tokens.push((Token::Str(value), start_line));
             }
-            'r' if matches!(at(i + 1), Some('"' | '#')) && raw_string_hashes(&chars, i + 1).is_some() => {
+            'r' if matches!(at(i + 1), Some('"' | '#'))
+                && raw_string_hashes(&chars, i + 1).is_some() =>
+            {
                 let hashes = raw_string_hashes(&chars, i + 1).unwrap_or(0);
                 i += 2 + hashes;
                 let mut value = String::new();
@@ -303,10 +317,11 @@ impl Walk {
 
     fn record(&mut self, key: &KeyPath, line: usize) {
         let key = key.to_string();
-        if self.found.lines.contains_key(&key) {
-            self.found.repeats.push((key, line));
-        } else {
-            self.found.lines.insert(key, line);
+        match self.found.lines.entry(key) {
+            Entry::Occupied(seen) => self.found.repeats.push((seen.key().clone(), line)),
+            Entry::Vacant(new) => {
+                new.insert(line);
+            }
         }
     }
 
@@ -402,17 +417,26 @@ mod tests {
     use proptest::prelude::*;
 
     fn key(parts: &[&str]) -> KeyPath {
-        parts.iter().fold(KeyPath::default(), |path, part| match part.parse() {
-            Ok(index) => path.index(index),
-            Err(_) => path.name(part),
-        })
+        parts
+            .iter()
+            .fold(KeyPath::default(), |path, part| match part.parse() {
+                Ok(index) => path.index(index),
+                Err(_) => path.name(part),
+            })
     }
 
     #[test]
     fn renders_keys_like_the_docs() {
-        assert_eq!(key(&["smtpd", "trusted_networks", "1"]).to_string(), "smtpd.trusted_networks[1]");
-        assert_eq!(key(&["routes", "partner.example"]).to_string(), "routes[\"partner.example\"]");
+        assert_eq!(
+            key(&["smtpd", "trusted_networks", "1"]).to_string(),
+            "smtpd.trusted_networks[1]"
+        );
+        assert_eq!(
+            key(&["routes", "partner.example"]).to_string(),
+            "routes[\"partner.example\"]"
+        );
         assert_eq!(key(&["routes", "*"]).to_string(), "routes[\"*\"]");
+        assert_eq!(key(&["routes", "local"]).to_string(), "routes[\"local\"]");
         assert_eq!(key(&["hostname"]).to_string(), "hostname");
     }
 
@@ -441,7 +465,10 @@ Config(
         assert_eq!(lines.line_of(&key(&["smtpd", "listen"])), Some(7));
         assert_eq!(lines.line_of(&key(&["smtpd", "listen", "0"])), Some(7));
         assert_eq!(lines.line_of(&key(&["smtpd", "listen", "1"])), Some(8));
-        assert_eq!(lines.line_of(&key(&["routes", "partner.example"])), Some(11));
+        assert_eq!(
+            lines.line_of(&key(&["routes", "partner.example"])),
+            Some(11)
+        );
         assert_eq!(lines.line_of(&key(&["routes", "*"])), Some(12));
         assert_eq!(lines.line_of(&key(&["queue"])), None);
         assert_eq!(lines.nearest_line(&key(&["smtpd", "processes"])), 6);

@@ -104,22 +104,36 @@ impl FromStr for NextHop {
                 if path.is_empty() {
                     return Err(fail("empty socket path".to_owned()));
                 }
-                return Ok(NextHop::LmtpUnix { path: PathBuf::from(path) });
+                return Ok(NextHop::LmtpUnix {
+                    path: PathBuf::from(path),
+                });
             }
             let (host, port, _) = split_host_port(lmtp, LMTP_PORT).map_err(fail)?;
             return Ok(NextHop::LmtpInet { host, port });
         }
         let (host, port, bracketed) = split_host_port(text, SMTP_PORT).map_err(fail)?;
         let mx_lookup = !bracketed && host.parse::<IpAddr>().is_err();
-        Ok(NextHop::Smtp { host, port, mx_lookup })
+        Ok(NextHop::Smtp {
+            host,
+            port,
+            mx_lookup,
+        })
     }
 }
 
 impl fmt::Display for NextHop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NextHop::Smtp { host, port, mx_lookup: true } => write!(f, "{host}:{port}"),
-            NextHop::Smtp { host, port, mx_lookup: false } => write!(f, "[{host}]:{port}"),
+            NextHop::Smtp {
+                host,
+                port,
+                mx_lookup: true,
+            } => write!(f, "{host}:{port}"),
+            NextHop::Smtp {
+                host,
+                port,
+                mx_lookup: false,
+            } => write!(f, "[{host}]:{port}"),
             NextHop::LmtpUnix { path } => write!(f, "lmtp:unix:{}", path.display()),
             NextHop::LmtpInet { host, port } => write!(f, "lmtp:[{host}]:{port}"),
         }
@@ -147,7 +161,11 @@ mod tests {
     }
 
     fn smtp(host: &str, port: u16, mx_lookup: bool) -> NextHop {
-        NextHop::Smtp { host: host.to_owned(), port, mx_lookup }
+        NextHop::Smtp {
+            host: host.to_owned(),
+            port,
+            mx_lookup,
+        }
     }
 
     #[test]
@@ -160,9 +178,14 @@ mod tests {
         assert_eq!(hop("192.0.2.1"), smtp("192.0.2.1", 25, false));
         assert_eq!(
             hop("lmtp:unix:/run/dovecot/lmtp"),
-            NextHop::LmtpUnix { path: "/run/dovecot/lmtp".into() }
+            NextHop::LmtpUnix {
+                path: "/run/dovecot/lmtp".into()
+            }
         );
-        let inet = |host: &str, port| NextHop::LmtpInet { host: host.to_owned(), port };
+        let inet = |host: &str, port| NextHop::LmtpInet {
+            host: host.to_owned(),
+            port,
+        };
         assert_eq!(hop("lmtp:[127.0.0.1]:24"), inet("127.0.0.1", 24));
         assert_eq!(hop("lmtp:[::1]:2424"), inet("::1", 2424));
         assert_eq!(hop("lmtp:mailstore.example"), inet("mailstore.example", 24));

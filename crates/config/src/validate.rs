@@ -37,7 +37,9 @@ pub(crate) struct Invalid {
 }
 
 fn key(dotted: &str) -> KeyPath {
-    dotted.split('.').fold(KeyPath::default(), |k, part| k.name(part))
+    dotted
+        .split('.')
+        .fold(KeyPath::default(), |k, part| k.name(part))
 }
 
 fn fail<T>(dotted: &str, message: impl Into<String>) -> Result<T, Invalid> {
@@ -49,7 +51,10 @@ fn fail<T>(dotted: &str, message: impl Into<String>) -> Result<T, Invalid> {
 
 fn at_least(dotted: &str, value: u64, min: u64, why: &str) -> Result<(), Invalid> {
     if value < min {
-        return fail(dotted, format!("{value} is below the minimum of {min}{why}"));
+        return fail(
+            dotted,
+            format!("{value} is below the minimum of {min}{why}"),
+        );
     }
     Ok(())
 }
@@ -101,7 +106,11 @@ pub(crate) fn check(config: &mut Config) -> Result<(), Invalid> {
     check_local(config)?;
     non_empty_path("log.syslog_socket", &config.log.syslog_socket)?;
     let tag = &config.log.tag_prefix;
-    if tag.is_empty() || tag.chars().any(|c| c.is_whitespace() || c.is_control() || ":[]".contains(c)) {
+    if tag.is_empty()
+        || tag
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ":[]".contains(c))
+    {
         return fail("log.tag_prefix", format!("invalid syslog tag {tag:?}"));
     }
     Ok(())
@@ -181,7 +190,12 @@ fn check_smtp(config: &Config) -> Result<(), Invalid> {
     nonzero("smtp.connect_timeout", s.connect_timeout)?;
     nonzero("smtp.command_timeout", s.command_timeout)?;
     host_name("smtp.helo_name", &s.helo_name)?;
-    at_least("smtp.max_hosts_per_attempt", wide(s.max_hosts_per_attempt), 1, "")?;
+    at_least(
+        "smtp.max_hosts_per_attempt",
+        wide(s.max_hosts_per_attempt),
+        1,
+        "",
+    )?;
     at_least(
         "smtp.reuse_max_messages",
         wide(s.reuse_max_messages),
