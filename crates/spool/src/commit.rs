@@ -11,7 +11,8 @@
 //!    the destination directory.
 //!
 //! This is also the one module allowed to rename a file in the spool, for
-//! moving unreadable files to `corrupt/` ([`move_aside`]).
+//! moving unreadable files to `corrupt/` (`move_aside`, used by
+//! [`Spool::quarantine`]).
 //!
 //! # Must never
 //! Return `Ok` before the file and its directory entry are on disk, make a

@@ -1,6 +1,8 @@
 use super::*;
 use proptest::prelude::*;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use sluice_proto::envelope::{BodyType, Notify, Protocol, Recipient, Ret};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, UNIX_EPOCH};
 
 fn smtp_source() -> Source {
     Source::Smtp(Client {
