@@ -104,6 +104,12 @@ impl Content {
         }
     }
 
+    /// Octets held in memory (for the memory-bound tests).
+    #[cfg(test)]
+    pub(crate) fn kept_capacity(&self) -> usize {
+        self.kept.capacity()
+    }
+
     /// The content, once the message is complete and not failed.
     pub(crate) fn into_content(self) -> Vec<u8> {
         self.kept
