@@ -38,7 +38,7 @@ fn play(pieces: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let mut s = new_session();
     let mut sent = Vec::new();
     let mut commits = Vec::new();
-    let mut pump = |s: &mut Session, sent: &mut Vec<u8>, commits: &mut Vec<Vec<u8>>| {
+    let pump = |s: &mut Session, sent: &mut Vec<u8>, commits: &mut Vec<Vec<u8>>| {
         while let Some(o) = s.poll_output() {
             match o {
                 Output::Send(b) => sent.extend_from_slice(&b),
