@@ -11,6 +11,8 @@
 //! an error value; the caller logs it, closes that connection and serves on.
 #![forbid(unsafe_code)]
 
+pub mod delivery;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The largest frame accepted, in bytes of JSON.
@@ -68,7 +70,7 @@ impl FrameDecoder {
 
     /// The next whole message, `Ok(None)` if more bytes are needed. After an
     /// error the connection must be closed: the stream cannot be resynced.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
+    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
         let Some(prefix) = self.buf.first_chunk::<4>() else {
             return Ok(None);
         };
@@ -99,9 +101,69 @@ pub mod qmgr {
     pub enum Request {
         /// A hint: a new queue file is in `queue/`. Idempotent; the queue
         /// manager also scans, so a lost hint costs latency, never mail.
+        /// It has no response.
         NewMail {
             /// The queue ID (the file name in `queue/`).
             queue_id: String,
+        },
+        /// ETRN (RFC 1985): attempt deferred mail for a domain now.
+        Etrn {
+            /// The domain, as the client gave it.
+            domain: String,
+        },
+        /// An operator's change to the queue (root or the `sluice` group
+        /// only, checked with the peer's credentials).
+        Change {
+            /// What to do.
+            action: Action,
+            /// To which messages.
+            target: Target,
+        },
+    }
+
+    /// The operator's queue changes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Action {
+        /// Attempt deferred recipients now.
+        Flush,
+        /// Keep messages from delivery until released.
+        Hold,
+        /// Undo hold.
+        Release,
+        /// Remove messages without notice.
+        Delete,
+        /// Resolve routes again and attempt now.
+        Requeue,
+    }
+
+    /// Which messages a change applies to.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Target {
+        /// These queue IDs.
+        Ids(Vec<String>),
+        /// Every message with a recipient in this domain.
+        Domain(String),
+        /// Every message.
+        All,
+    }
+
+    /// The queue manager's answer to [`Request::Etrn`] and [`Request::Change`].
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Response {
+        /// Done; how many messages were affected.
+        Done {
+            /// Messages affected.
+            messages: u64,
+        },
+        /// The peer may not do this.
+        Denied {
+            /// Why.
+            reason: String,
+        },
+        /// It could not be done.
+        Failed {
+            /// Why.
+            reason: String,
         },
     }
 }
@@ -115,7 +177,7 @@ mod tests {
     fn oversized_length_is_refused_before_allocating() {
         let mut d = FrameDecoder::new();
         d.push(&u32::MAX.to_be_bytes());
-        assert!(matches!(d.next::<Hello>(), Err(Error::TooLarge(_))));
+        assert!(matches!(d.next_message::<Hello>(), Err(Error::TooLarge(_))));
     }
 
     #[test]
@@ -123,7 +185,7 @@ mod tests {
         let mut d = FrameDecoder::new();
         d.push(&3u32.to_be_bytes());
         d.push(b"{x}");
-        assert!(matches!(d.next::<Hello>(), Err(Error::Json(_))));
+        assert!(matches!(d.next_message::<Hello>(), Err(Error::Json(_))));
     }
 
     proptest! {
@@ -138,7 +200,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in wire.chunks(split) {
                 d.push(chunk);
-                while let Some(m) = d.next::<qmgr::Request>().expect("decode") {
+                while let Some(m) = d.next_message::<qmgr::Request>().expect("decode") {
                     got.push(m);
                 }
             }

@@ -80,6 +80,66 @@ pub fn removed(queue_id: &str) -> String {
     format!("{queue_id}: removed")
 }
 
+/// What [`delivery`] reports about one recipient.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The queue ID.
+    pub queue_id: &'a str,
+    /// The recipient.
+    pub to: &'a str,
+    /// `host[addr]:port` of the next hop, or `none`.
+    pub relay: &'a str,
+    /// Seconds since arrival.
+    pub delay: f64,
+    /// Seconds before the queue manager, in it, in connection set-up, and
+    /// in transmission (Postfix's `delays=a/b/c/d`).
+    pub delays: [f64; 4],
+    /// The enhanced status code.
+    pub dsn: &'a str,
+    /// `sent`, `deferred`, `bounced` or `expired`.
+    pub status: &'a str,
+    /// The remote reply or local reason.
+    pub reply: &'a str,
+}
+
+/// `QUEUEID: to=<x>, relay=host[ip]:port, delay=1.2, delays=0.1/0/0.5/0.6,
+/// dsn=2.0.0, status=sent (250 2.0.0 Ok)`.
+pub fn delivery(d: &Delivery<'_>) -> String {
+    let [a, b, c, e] = d.delays;
+    format!(
+        "{}: to=<{}>, relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
+        d.queue_id,
+        printable(d.to, 256),
+        printable(d.relay, 300),
+        seconds(d.delay),
+        seconds(a),
+        seconds(b),
+        seconds(c),
+        seconds(e),
+        printable(d.dsn, 16),
+        d.status,
+        printable(d.reply, 512)
+    )
+}
+
+/// Postfix's compact seconds: `0.12`, `1.2`, `12`, `0`.
+fn seconds(s: f64) -> String {
+    if !s.is_finite() || s < 0.005 {
+        "0".to_owned()
+    } else if s < 10.0 {
+        let text = format!("{s:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        format!("{}", s.round() as u64)
+    }
+}
+
+/// `QUEUEID: sender non-delivery notification: NEWID` (also `delay` and
+/// `delivery status` notifications, and `postmaster` double bounces).
+pub fn notification(queue_id: &str, kind: &str, new_id: &str) -> String {
+    format!("{queue_id}: {kind} notification: {new_id}")
+}
+
 /// What [`reject`] needs to know about the refused command.
 #[derive(Debug, Clone, Copy)]
 pub struct Rejection<'a> {
@@ -161,6 +221,29 @@ mod tests {
                 ]
             ),
             "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6"
+        );
+    }
+
+    #[test]
+    fn golden_delivery() {
+        let d = Delivery {
+            queue_id: "4XKJ0ABC",
+            to: "bob@relay.test",
+            relay: "sink.test[127.0.0.1]:2526",
+            delay: 1.234,
+            delays: [0.1, 0.0, 0.456, 12.6],
+            dsn: "2.0.0",
+            status: "sent",
+            reply: "250 2.0.0 Ok: queued as X",
+        };
+        assert_eq!(
+            delivery(&d),
+            "4XKJ0ABC: to=<bob@relay.test>, relay=sink.test[127.0.0.1]:2526, delay=1.23, \
+             delays=0.1/0/0.46/13, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as X)"
+        );
+        assert_eq!(
+            notification("4XKJ0ABC", "sender non-delivery", "5ABC"),
+            "4XKJ0ABC: sender non-delivery notification: 5ABC"
         );
     }
 
