@@ -1,13 +1,109 @@
-//! `sluice-qmgr`: the queue manager.
+//! `sluice-qmgr`: the Sluice queue manager.
 //!
-//! # Status
-//! Not built yet: this program's job comes with issue #3. Until then it
-//! says so and exits with status 2, so that nothing mistakes it for working.
+//! # Synopsis
+//! `sluice-qmgr [--config FILE] [--syslog]` — started by `sluice-master`.
+//!
+//! # Description
+//! The only writer of `spool_dir/index.sqlite`. It learns of new queue
+//! files from smtpd's hints on `run_dir/qmgr.sock` and by scanning `queue/`
+//! (at start and every 30 seconds), so a lost hint costs latency, never
+//! mail. At start it imports every queue file the index does not know and
+//! drops rows whose file is gone: deleting the index while Sluice is
+//! stopped loses no mail (at worst, delivered recipients get it again).
+//!
+//! Each recipient is routed (a `routes` entry, local delivery for
+//! `local_domains`, the `*` smarthost, else the domain for DNS) and
+//! scheduled: jobs go to delivery agents on `run_dir/delivery.sock`,
+//! round-robin between destinations, at most
+//! `queue.max_concurrency_per_destination` at once per destination and
+//! `queue.max_concurrency` in all. Deferred recipients are retried with
+//! exponential back-off between `queue.retry_min` and `queue.retry_max`;
+//! what is still undelivered after `queue.lifetime` is bounced. Bounces
+//! produce one RFC 3464 notice per message per event, from `<>`, honouring
+//! NOTIFY and RET; an optional delay notice goes out after
+//! `queue.delay_warning`. Mail from `<>` never causes another notice: a
+//! notice that cannot be delivered goes to the postmaster, once, and a
+//! postmaster notice that fails is dropped with a log line.
+//!
+//! # Security
+//! Runs as the unprivileged `user`. Hostile inputs: frames on its sockets
+//! (bad ones close that connection), queue files (unreadable ones go to
+//! `corrupt/`), and agents' results (checked against the job they answer).
+//! Queue changes are accepted only from root, its own user or group,
+//! checked with the peer's credentials.
+//!
+//! # Diagnostics
+//! `QUEUEID: from=<...>, size=N, nrcpt=N (queue active)`, `QUEUEID:
+//! removed`, `QUEUEID: sender non-delivery notification: ID`, on stderr or
+//! syslog (tag `sluice/qmgr`). Index errors are fatal; the master restarts
+//! the queue manager and the index is rebuilt from the files as needed.
 //!
 //! # Must never
-//! Pretend to have done its job.
+//! Remove a queue file while one of its recipients is unfinished, or mark a
+//! recipient bounced before its notice is safely queued.
+#![forbid(unsafe_code)]
+
+mod bounce;
+mod index;
+mod queue;
+mod retry;
+mod route;
+mod scheduler;
+mod service;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Command line of `sluice-qmgr`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-qmgr",
+    version,
+    about = "Sluice queue manager (started by sluice-master)"
+)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Log to syslog (facility mail) instead of stderr.
+    #[arg(long)]
+    syslog: bool,
+}
 
 fn main() -> std::process::ExitCode {
-    eprintln!("sluice-qmgr: not implemented yet (the queue manager comes with issue #3)");
-    std::process::ExitCode::from(2)
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("fatal: {text}");
+            } else {
+                eprintln!("sluice-qmgr: fatal: {text}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let config = sluice_config::load(&args.config)?;
+    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
+    let sink = if args.syslog {
+        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
+    } else {
+        sluice_log::Sink::Stderr
+    };
+    sluice_log::init(
+        &format!("{}/qmgr", config.log.tag_prefix),
+        &hostname,
+        sink,
+        log::LevelFilter::Info,
+    )?;
+    sluice_daemon::drop_privileges(&config.user).context("dropping privileges")?;
+    let run_dir = config.run_dir.clone();
+    let queue = queue::Queue::open(config, hostname)?;
+    service::Service::new(&run_dir, queue)?.run()
 }

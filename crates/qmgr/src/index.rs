@@ -1,0 +1,559 @@
+//! `index.sqlite`: the queue manager's index of the spool (SQLite, WAL).
+//!
+//! The queue files are the truth; this is a cache of them plus delivery
+//! progress: which recipients are done, which wait until when, and why.
+//! Times are milliseconds since the Unix epoch.
+//!
+//! # Must never
+//! Be written by any process but the queue manager, or be trusted over the
+//! queue files: rows whose file is gone are dropped at start, files the
+//! index does not know are imported.
+//!
+//! # Errors
+//! SQLite errors are returned; the queue manager treats them as fatal (it
+//! exits and the master restarts it), because a half-written index is
+//! rebuilt from the files.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension as _};
+
+/// The schema; `user_version` says which one a file has.
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS message (
+    id           TEXT PRIMARY KEY,
+    arrival      INTEGER NOT NULL,
+    sender       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    hold         INTEGER NOT NULL DEFAULT 0,
+    delay_warned INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recipient (
+    message_id   TEXT NOT NULL REFERENCES message(id) ON DELETE CASCADE,
+    idx          INTEGER NOT NULL,
+    address      TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    transport    TEXT NOT NULL,
+    next_hop     TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    last_error   TEXT,
+    PRIMARY KEY (message_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipient_due ON recipient(state, next_attempt);
+CREATE INDEX IF NOT EXISTS recipient_domain ON recipient(domain);
+";
+
+/// A recipient's state as the queue manager records it after an attempt
+/// (`queued` and `active` are written by [`Index::insert`] and
+/// [`Index::set_active`] themselves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Tried, to be tried again at `next_attempt`.
+    Deferred,
+    /// Done: delivered.
+    Delivered,
+    /// Done: bounced (the notice is already queued).
+    Bounced,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Deferred => "deferred",
+            State::Delivered => "delivered",
+            State::Bounced => "bounced",
+        }
+    }
+}
+
+/// A message as imported from its queue file.
+#[derive(Debug, Clone)]
+pub(crate) struct NewMessage {
+    pub(crate) id: String,
+    pub(crate) arrival_ms: i64,
+    pub(crate) sender: String,
+    pub(crate) size: u64,
+    pub(crate) recipients: Vec<NewRecipient>,
+}
+
+/// One recipient and where it goes.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRecipient {
+    pub(crate) index: u32,
+    pub(crate) address: String,
+    pub(crate) domain: String,
+    pub(crate) transport: String,
+    pub(crate) next_hop: String,
+}
+
+/// A recipient whose next attempt is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Due {
+    pub(crate) message_id: String,
+    pub(crate) index: u32,
+    pub(crate) address: String,
+    pub(crate) transport: String,
+    pub(crate) next_hop: String,
+    pub(crate) arrival_ms: i64,
+    pub(crate) next_attempt_ms: i64,
+    pub(crate) attempts: u32,
+}
+
+/// A recipient's new state after an attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Update<'a> {
+    pub(crate) index: u32,
+    pub(crate) state: State,
+    pub(crate) next_attempt_ms: i64,
+    pub(crate) error: Option<&'a str>,
+}
+
+/// The open index.
+pub(crate) struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`.
+    pub(crate) fn open(path: &Path) -> rusqlite::Result<Index> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The files are the truth: losing the last index transactions in a
+        // power cut costs a repeated attempt, never mail.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != 0 && version != SCHEMA_VERSION {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "index schema version {version}, expected {SCHEMA_VERSION}: delete the index while Sluice is stopped to rebuild it"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Index { conn })
+    }
+
+    /// Queue IDs the index knows.
+    pub(crate) fn ids(&self) -> rusqlite::Result<HashSet<String>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM message")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Whether the index knows this message.
+    pub(crate) fn contains(&self, id: &str) -> rusqlite::Result<bool> {
+        self.conn
+            .query_row("SELECT 1 FROM message WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+    }
+
+    /// Inserts messages (idempotent: known IDs are skipped), in one
+    /// transaction. Returns how many were new.
+    pub(crate) fn insert(
+        &mut self,
+        messages: &[NewMessage],
+        now_ms: i64,
+    ) -> rusqlite::Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut msg = tx.prepare_cached(
+                "INSERT OR IGNORE INTO message (id, arrival, sender, size) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut rcpt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO recipient (message_id, idx, address, domain, transport, next_hop, state, next_attempt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
+            )?;
+            for m in messages {
+                if msg.execute(params![m.id, m.arrival_ms, m.sender, m.size as i64])? == 0 {
+                    continue;
+                }
+                added += 1;
+                for r in &m.recipients {
+                    rcpt.execute(params![
+                        m.id,
+                        r.index,
+                        r.address,
+                        r.domain,
+                        r.transport,
+                        r.next_hop,
+                        now_ms
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Drops a message and its recipients.
+    pub(crate) fn forget(&mut self, id: &str) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM message WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// After a restart nothing is active any more: what was handed out is
+    /// due again (delivery is at least once).
+    pub(crate) fn reset_active(&mut self, now_ms: i64) -> rusqlite::Result<usize> {
+        self.conn.execute(
+            "UPDATE recipient SET state = 'deferred', next_attempt = ?1 WHERE state = 'active'",
+            [now_ms],
+        )
+    }
+
+    /// Recipients due at `now_ms`, oldest first, at most `limit`.
+    pub(crate) fn due(&self, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.message_id, r.idx, r.address, r.transport, r.next_hop, m.arrival, r.next_attempt, r.attempts
+             FROM recipient r JOIN message m ON m.id = r.message_id
+             WHERE r.state IN ('queued', 'deferred') AND r.next_attempt <= ?1 AND m.hold = 0
+             ORDER BY r.next_attempt, r.message_id, r.idx
+             LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![now_ms, limit as i64], |r| {
+                Ok(Due {
+                    message_id: r.get(0)?,
+                    index: r.get(1)?,
+                    address: r.get(2)?,
+                    transport: r.get(3)?,
+                    next_hop: r.get(4)?,
+                    arrival_ms: r.get(5)?,
+                    next_attempt_ms: r.get(6)?,
+                    attempts: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// The earliest next attempt of any waiting recipient not on hold.
+    pub(crate) fn next_due(&self) -> rusqlite::Result<Option<i64>> {
+        self.conn.query_row(
+            "SELECT MIN(r.next_attempt) FROM recipient r JOIN message m ON m.id = r.message_id
+             WHERE r.state IN ('queued', 'deferred') AND m.hold = 0",
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// Marks recipients as handed to an agent.
+    pub(crate) fn set_active(&mut self, message_id: &str, indexes: &[u32]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE recipient SET state = 'active' WHERE message_id = ?1 AND idx = ?2",
+            )?;
+            for i in indexes {
+                stmt.execute(params![message_id, i])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Records new states for some recipients of a message. With
+    /// `count_attempt`, deferred ones count a failed attempt.
+    pub(crate) fn record(
+        &mut self,
+        message_id: &str,
+        updates: &[Update<'_>],
+        count_attempt: bool,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE recipient SET state = ?3, next_attempt = ?4,
+                    last_error = COALESCE(?5, last_error),
+                    attempts = attempts + (CASE WHEN ?3 = 'deferred' AND ?6 THEN 1 ELSE 0 END)
+                 WHERE message_id = ?1 AND idx = ?2",
+            )?;
+            for u in updates {
+                stmt.execute(params![
+                    message_id,
+                    u.index,
+                    u.state.as_str(),
+                    u.next_attempt_ms,
+                    u.error,
+                    count_attempt
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// How many recipients of a message still wait or are being tried.
+    pub(crate) fn unfinished(&self, message_id: &str) -> rusqlite::Result<u32> {
+        self.conn.query_row(
+            "SELECT COUNT(*) FROM recipient WHERE message_id = ?1 AND state IN ('queued', 'active', 'deferred')",
+            [message_id],
+            |r| r.get(0),
+        )
+    }
+
+    /// Whether a delay notice was already sent for a message, and marks it.
+    pub(crate) fn take_delay_warning(&mut self, message_id: &str) -> rusqlite::Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE message SET delay_warned = 1 WHERE id = ?1 AND delay_warned = 0",
+            [message_id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Waiting recipients of messages that arrived before `cutoff_ms`: those
+    /// past the queue lifetime, as `(message, index, arrival)`.
+    pub(crate) fn expired(&self, cutoff_ms: i64) -> rusqlite::Result<Vec<(String, u32, i64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.message_id, r.idx, m.arrival FROM recipient r JOIN message m ON m.id = r.message_id
+             WHERE r.state IN ('queued', 'deferred') AND m.arrival < ?1",
+        )?;
+        let rows = stmt
+            .query_map([cutoff_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Failed attempts so far for a recipient.
+    pub(crate) fn attempts(&self, message_id: &str, index: u32) -> rusqlite::Result<u32> {
+        self.conn
+            .query_row(
+                "SELECT attempts FROM recipient WHERE message_id = ?1 AND idx = ?2",
+                params![message_id, index],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// A recipient's address.
+    pub(crate) fn address(&self, message_id: &str, index: u32) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT address FROM recipient WHERE message_id = ?1 AND idx = ?2",
+                params![message_id, index],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// The last error recorded for a recipient.
+    pub(crate) fn last_error(
+        &self,
+        message_id: &str,
+        index: u32,
+    ) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT last_error FROM recipient WHERE message_id = ?1 AND idx = ?2",
+                params![message_id, index],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+    }
+
+    /// Message IDs matching an operator's target.
+    pub(crate) fn select(
+        &self,
+        target: &sluice_ipc::qmgr::Target,
+    ) -> rusqlite::Result<Vec<String>> {
+        use sluice_ipc::qmgr::Target;
+        match target {
+            Target::All => self.ids().map(|s| s.into_iter().collect()),
+            Target::Ids(ids) => {
+                let mut out = Vec::new();
+                for id in ids {
+                    if self.contains(id)? {
+                        out.push(id.clone());
+                    }
+                }
+                Ok(out)
+            }
+            Target::Domain(domain) => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT DISTINCT message_id FROM recipient WHERE domain = ?1",
+                )?;
+                let rows = stmt
+                    .query_map([domain.to_ascii_lowercase()], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Sets or clears hold on messages.
+    pub(crate) fn set_hold(&mut self, ids: &[String], hold: bool) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE message SET hold = ?2 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id, hold])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Makes waiting recipients of messages due now (flush); with
+    /// `domain`, only those in it.
+    pub(crate) fn make_due(
+        &mut self,
+        ids: &[String],
+        domain: Option<&str>,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE recipient SET next_attempt = ?2
+                 WHERE message_id = ?1 AND state IN ('queued', 'deferred') AND (?3 IS NULL OR domain = ?3)",
+            )?;
+            for id in ids {
+                stmt.execute(params![id, now_ms, domain])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Re-routes a waiting recipient (requeue).
+    pub(crate) fn reroute(
+        &mut self,
+        message_id: &str,
+        index: u32,
+        transport: &str,
+        next_hop: &str,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE recipient SET transport = ?3, next_hop = ?4 WHERE message_id = ?1 AND idx = ?2",
+            params![message_id, index, transport, next_hop],
+        )?;
+        Ok(())
+    }
+
+    /// Waiting recipients of a message, for requeue: `(index, address)`.
+    pub(crate) fn waiting(&self, message_id: &str) -> rusqlite::Result<Vec<(u32, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, address FROM recipient WHERE message_id = ?1 AND state IN ('queued', 'deferred')",
+        )?;
+        let rows = stmt
+            .query_map([message_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, arrival: i64, rcpts: &[&str]) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            arrival_ms: arrival,
+            sender: "s@x.test".into(),
+            size: 10,
+            recipients: rcpts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| NewRecipient {
+                    index: i as u32,
+                    address: (*a).into(),
+                    domain: a.rsplit('@').next().unwrap_or("").into(),
+                    transport: "smtp".into(),
+                    next_hop: "[127.0.0.1]:25".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn insert_is_idempotent_and_due_follows_time_and_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let m = message("A", 1, &["a@r.test", "b@r.test"]);
+        assert_eq!(index.insert(std::slice::from_ref(&m), 100).unwrap(), 1);
+        assert_eq!(index.insert(&[m], 100).unwrap(), 0);
+        assert_eq!(index.due(99, 10).unwrap().len(), 0);
+        assert_eq!(index.due(100, 10).unwrap().len(), 2);
+        index.set_hold(&["A".into()], true).unwrap();
+        assert!(index.due(100, 10).unwrap().is_empty());
+        assert_eq!(index.next_due().unwrap(), None);
+        index.set_hold(&["A".into()], false).unwrap();
+        assert_eq!(index.next_due().unwrap(), Some(100));
+    }
+
+    #[test]
+    fn outcomes_finish_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        index
+            .insert(&[message("A", 1, &["a@r.test", "b@r.test"])], 0)
+            .unwrap();
+        index.set_active("A", &[0, 1]).unwrap();
+        assert!(index.due(0, 10).unwrap().is_empty(), "active is not due");
+        index
+            .record(
+                "A",
+                &[
+                    Update {
+                        index: 0,
+                        state: State::Delivered,
+                        next_attempt_ms: 0,
+                        error: None,
+                    },
+                    Update {
+                        index: 1,
+                        state: State::Deferred,
+                        next_attempt_ms: 500,
+                        error: Some("451 later"),
+                    },
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(index.unfinished("A").unwrap(), 1);
+        let due = index.due(500, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].attempts, 1);
+        assert_eq!(
+            index.last_error("A", 1).unwrap().as_deref(),
+            Some("451 later")
+        );
+        index
+            .record(
+                "A",
+                &[Update {
+                    index: 1,
+                    state: State::Bounced,
+                    next_attempt_ms: 0,
+                    error: Some("550 no"),
+                }],
+                true,
+            )
+            .unwrap();
+        assert_eq!(index.unfinished("A").unwrap(), 0);
+        index.forget("A").unwrap();
+        assert!(index.ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn restart_makes_active_recipients_due_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let mut index = Index::open(&path).unwrap();
+            index.insert(&[message("A", 1, &["a@r.test"])], 0).unwrap();
+            index.set_active("A", &[0]).unwrap();
+        }
+        let mut index = Index::open(&path).unwrap();
+        assert_eq!(index.reset_active(7).unwrap(), 1);
+        assert_eq!(index.due(7, 10).unwrap().len(), 1);
+    }
+}

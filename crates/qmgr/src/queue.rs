@@ -1,0 +1,693 @@
+//! The queue manager's core: imports queue files into the index, fills the
+//! active queue from what is due, turns agents' results into index updates,
+//! retries, bounces and notices, and carries out operators' changes.
+//!
+//! # Must never
+//! Mark a recipient bounced before its notice is committed to the spool,
+//! remove a queue file while a recipient of it is unfinished, or send a
+//! notice about a notice to anyone but the postmaster (and that only once).
+//!
+//! # Errors
+//! Index errors are returned (fatal for the process: the index is rebuilt
+//! from the files on restart). A queue file that cannot be read is moved to
+//! `corrupt/` by the spool and logged here; the queue manager carries on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_config::Config;
+use sluice_ipc::delivery::{self, Outcome, RecipientResult};
+use sluice_ipc::qmgr::{Action, Target};
+use sluice_proto::envelope::{BodyType, Envelope, Notify, Recipient};
+use sluice_spool::{Message, QueueFile, QueueId, Source, Spool};
+
+use crate::bounce::{self, Kind, Report};
+use crate::index::{Index, NewMessage, NewRecipient, State, Update};
+use crate::route;
+use crate::scheduler::{Destination, Job, Scheduler};
+
+/// Most recipients held in the active queue at once (Postfix's
+/// `qmgr_message_active_limit` plays the same part).
+const ACTIVE_LIMIT: usize = 20_000;
+/// A destination that failed before any server answered is suspended this
+/// long (or `retry_min`, if shorter).
+const SUSPEND: Duration = Duration::from_secs(60);
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// The queue.
+pub(crate) struct Queue {
+    config: Config,
+    hostname: String,
+    spool: Spool,
+    index: Index,
+    scheduler: Scheduler,
+    next_job_id: u64,
+    in_flight: HashMap<u64, Job>,
+}
+
+impl Queue {
+    pub(crate) fn open(config: Config, hostname: String) -> anyhow::Result<Queue> {
+        let spool = Spool::new(&config.spool_dir);
+        let index = Index::open(&config.spool_dir.join("index.sqlite"))?;
+        let scheduler = Scheduler::new(
+            config.queue.max_concurrency_per_destination,
+            config.queue.max_concurrency,
+        );
+        let mut queue = Queue {
+            config,
+            hostname,
+            spool,
+            index,
+            scheduler,
+            next_job_id: 1,
+            in_flight: HashMap::new(),
+        };
+        let reset = queue.index.reset_active(now_ms())?;
+        if reset > 0 {
+            log::info!("{reset} recipient(s) were in delivery at the last stop: due again");
+        }
+        queue.reconcile()?;
+        Ok(queue)
+    }
+
+    /// The files are the truth: import every file the index does not know,
+    /// drop rows whose file is gone.
+    fn reconcile(&mut self) -> anyhow::Result<()> {
+        let files = self.spool.list(sluice_spool::Area::Queue)?;
+        let known = self.index.ids()?;
+        let on_disk: std::collections::HashSet<String> =
+            files.iter().map(ToString::to_string).collect();
+        let mut dropped = 0;
+        for id in known.difference(&on_disk) {
+            self.index.forget(id)?;
+            dropped += 1;
+        }
+        let unknown: Vec<QueueId> = files
+            .into_iter()
+            .filter(|id| !known.contains(&id.to_string()))
+            .collect();
+        let imported = self.import(&unknown)?;
+        if imported > 0 || dropped > 0 {
+            log::info!("recovery: imported {imported} queue file(s), dropped {dropped} stale index entr(ies)");
+        }
+        Ok(())
+    }
+
+    /// Looks for queue files the index does not know yet (a lost hint).
+    pub(crate) fn scan(&mut self) -> anyhow::Result<usize> {
+        let files = self.spool.list(sluice_spool::Area::Queue)?;
+        let known = self.index.ids()?;
+        let unknown: Vec<QueueId> = files
+            .into_iter()
+            .filter(|id| !known.contains(&id.to_string()))
+            .collect();
+        self.import(&unknown)
+    }
+
+    /// Reads queue files and adds them to the index (idempotent).
+    pub(crate) fn import(&mut self, ids: &[QueueId]) -> anyhow::Result<usize> {
+        let mut batch = Vec::with_capacity(ids.len());
+        let mut lines = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.index.contains(&id.to_string())? {
+                continue;
+            }
+            let file = match self.spool.read(*id) {
+                Ok(f) => f,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    log::warn!("{id}: {e}");
+                    continue;
+                }
+            };
+            lines.push(sluice_log::line::queued(
+                &id.to_string(),
+                &file.envelope.sender,
+                file.content.len() as u64,
+                file.envelope.recipients.len(),
+            ));
+            batch.push(self.new_message(&file));
+        }
+        let added = self.index.insert(&batch, now_ms())?;
+        for line in lines {
+            log::info!("{line}");
+        }
+        Ok(added)
+    }
+
+    fn new_message(&self, file: &QueueFile) -> NewMessage {
+        NewMessage {
+            id: file.id.to_string(),
+            arrival_ms: to_ms(file.arrival),
+            sender: file.envelope.sender.clone(),
+            size: file.content.len() as u64,
+            recipients: file
+                .envelope
+                .recipients
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let route = route::resolve(&self.config, &r.address);
+                    NewRecipient {
+                        index: i as u32,
+                        address: r.address.clone(),
+                        domain: route.domain,
+                        transport: route.transport.to_owned(),
+                        next_hop: route.next_hop,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Moves due recipients from the index into the active queue.
+    pub(crate) fn refill(&mut self, now: i64) -> anyhow::Result<()> {
+        let room = ACTIVE_LIMIT.saturating_sub(self.scheduler.queued_recipients());
+        if room == 0 {
+            return Ok(());
+        }
+        let due = self.index.due(now, room)?;
+        // (message, destination) -> (arrival, recipients)
+        let mut groups: BTreeMap<(String, Destination), Group> = BTreeMap::new();
+        for d in due {
+            let destination = Destination {
+                transport: d.transport,
+                next_hop: d.next_hop,
+            };
+            groups
+                .entry((d.message_id, destination))
+                .or_insert_with(|| (d.arrival_ms, Vec::new()))
+                .1
+                .push((d.index, d.address));
+        }
+        for ((message_id, destination), (arrival, recipients)) in groups {
+            let indexes: Vec<u32> = recipients.iter().map(|(i, _)| *i).collect();
+            self.index.set_active(&message_id, &indexes)?;
+            self.scheduler
+                .push(&message_id, destination, recipients, arrival, now);
+        }
+        Ok(())
+    }
+
+    /// The next job for an idle agent of `transport`.
+    pub(crate) fn next_job(
+        &mut self,
+        transport: delivery::Transport,
+        now: i64,
+    ) -> Option<delivery::Job> {
+        let name = match transport {
+            delivery::Transport::Smtp => route::SMTP,
+            delivery::Transport::Local => route::LOCAL,
+        };
+        let job = self.scheduler.next(name, now)?;
+        let job_id = self.next_job_id;
+        self.next_job_id += 1;
+        let wire = delivery::Job {
+            job_id,
+            queue_id: job.message_id.clone(),
+            next_hop: job.destination.next_hop.clone(),
+            recipients: job
+                .recipients
+                .iter()
+                .map(|(index, address)| delivery::JobRecipient {
+                    index: *index,
+                    address: address.clone(),
+                })
+                .collect(),
+            queue_wait_ms: (now - job.queued_ms).max(0) as u64,
+        };
+        self.in_flight.insert(job_id, job);
+        Some(wire)
+    }
+
+    /// An agent's answer to a job.
+    pub(crate) fn complete(&mut self, result: delivery::JobResult) -> anyhow::Result<()> {
+        let Some(job) = self.in_flight.remove(&result.job_id) else {
+            log::warn!("result for unknown job {}", result.job_id);
+            return Ok(());
+        };
+        self.scheduler.finished(&job.destination);
+        let now = now_ms();
+        let mut results = result.recipients;
+        // Every recipient of the job gets an outcome, even if the agent
+        // forgot one: a missing answer is a deferral, never a loss.
+        for (index, _) in &job.recipients {
+            if !results.iter().any(|r| r.index == *index) {
+                results.push(RecipientResult {
+                    index: *index,
+                    outcome: Outcome::Deferred,
+                    dsn: "4.3.0".into(),
+                    reply: "delivery agent gave no result for this recipient".into(),
+                    remote_mta: None,
+                });
+            }
+        }
+        results.retain(|r| job.recipients.iter().any(|(i, _)| *i == r.index));
+        let unreached = results
+            .iter()
+            .all(|r| r.outcome == Outcome::Deferred && r.remote_mta.is_none());
+        if unreached && !results.is_empty() {
+            let pause = SUSPEND.min(self.config.queue.retry_min);
+            self.scheduler
+                .suspend(&job.destination, now + ms(pause), &results[0].reply);
+        }
+        self.apply(&job.message_id, job.arrival_ms, results, now)?;
+        self.defer_suspended(now)
+    }
+
+    /// An agent went away with a job: its recipients are due again later.
+    pub(crate) fn abandon(&mut self, job_id: u64) -> anyhow::Result<()> {
+        let Some(job) = self.in_flight.remove(&job_id) else {
+            return Ok(());
+        };
+        self.scheduler.finished(&job.destination);
+        let results = deferrals(&job, "4.3.0", "delivery agent exited during delivery");
+        self.apply(&job.message_id, job.arrival_ms, results, now_ms())
+    }
+
+    /// Defers, at once, the queued jobs of suspended destinations.
+    pub(crate) fn defer_suspended(&mut self, now: i64) -> anyhow::Result<()> {
+        for (job, reason) in self.scheduler.take_suspended(now) {
+            let reason = format!("delivery temporarily suspended: {reason}");
+            let results = deferrals(&job, "4.4.1", &reason);
+            self.apply(&job.message_id, job.arrival_ms, results, now)?;
+        }
+        Ok(())
+    }
+
+    /// Records outcomes; bounces (and expiries) produce one notice per
+    /// message per event, committed before the recipients are marked.
+    fn apply(
+        &mut self,
+        message_id: &str,
+        arrival_ms: i64,
+        results: Vec<RecipientResult>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let lifetime = ms(self.config.queue.lifetime);
+        let expired = now - arrival_ms >= lifetime;
+        let mut updates: Vec<(u32, State, i64, String)> = Vec::new();
+        let mut failed = Vec::new();
+        let mut delayed = Vec::new();
+        let mut sent = Vec::new();
+        for r in results {
+            let error = format!("{} ({})", r.reply, r.dsn);
+            match r.outcome {
+                Outcome::Delivered => {
+                    updates.push((r.index, State::Delivered, now, error));
+                    sent.push(r);
+                }
+                Outcome::Bounced => failed.push(r),
+                Outcome::Deferred if expired => {
+                    self.log_expired(message_id, arrival_ms, &r, now);
+                    failed.push(r);
+                }
+                Outcome::Deferred => {
+                    let attempts = self.attempts(message_id, r.index)? + 1;
+                    let wait = crate::retry::backoff(
+                        attempts,
+                        self.config.queue.retry_min,
+                        self.config.queue.retry_max,
+                    );
+                    updates.push((r.index, State::Deferred, now + ms(wait), error));
+                    delayed.push(r);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            match self.notify(Kind::Failure, message_id, &failed, now) {
+                Ok(()) => {
+                    for r in &failed {
+                        updates.push((
+                            r.index,
+                            State::Bounced,
+                            now,
+                            format!("{} ({})", r.reply, r.dsn),
+                        ));
+                    }
+                }
+                Err(e) => {
+                    // No notice, no bounce: try again later.
+                    log::warn!("{message_id}: cannot queue the non-delivery notice: {e:#}");
+                    for r in &failed {
+                        let retry = now + ms(self.config.queue.retry_min);
+                        updates.push((
+                            r.index,
+                            State::Deferred,
+                            retry,
+                            format!("{} ({})", r.reply, r.dsn),
+                        ));
+                    }
+                }
+            }
+        }
+        let warn_after = self.config.queue.delay_warning;
+        if !delayed.is_empty()
+            && !warn_after.is_zero()
+            && now - arrival_ms >= ms(warn_after)
+            && self.index.take_delay_warning(message_id)?
+        {
+            if let Err(e) = self.notify(Kind::Delay, message_id, &delayed, now) {
+                log::warn!("{message_id}: cannot queue the delay notice: {e:#}");
+            }
+        }
+        if !sent.is_empty() {
+            if let Err(e) = self.notify(Kind::Success, message_id, &sent, now) {
+                log::warn!("{message_id}: cannot queue the delivery notice: {e:#}");
+            }
+        }
+        let records: Vec<Update<'_>> = updates
+            .iter()
+            .map(|(index, state, next, error)| Update {
+                index: *index,
+                state: *state,
+                next_attempt_ms: *next,
+                error: Some(error.as_str()),
+            })
+            .collect();
+        self.index.record(message_id, &records, true)?;
+        self.finish_if_done(message_id)
+    }
+
+    fn attempts(&self, message_id: &str, index: u32) -> anyhow::Result<u32> {
+        Ok(self.index.attempts(message_id, index)?)
+    }
+
+    fn log_expired(&self, message_id: &str, arrival_ms: i64, r: &RecipientResult, now: i64) {
+        log::info!(
+            "{}",
+            sluice_log::line::delivery(&sluice_log::line::Delivery {
+                queue_id: message_id,
+                to: &self.address_of(message_id, r.index),
+                relay: "none",
+                delay: (now - arrival_ms) as f64 / 1000.0,
+                delays: [0.0; 4],
+                dsn: &r.dsn,
+                status: "expired, returned to sender",
+                reply: &r.reply,
+            })
+        );
+    }
+
+    fn address_of(&self, message_id: &str, index: u32) -> String {
+        self.index
+            .address(message_id, index)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Removes a message whose recipients are all done.
+    fn finish_if_done(&mut self, message_id: &str) -> anyhow::Result<()> {
+        if self.index.unfinished(message_id)? > 0 {
+            return Ok(());
+        }
+        if let Ok(id) = message_id.parse::<QueueId>() {
+            if let Err(e) = self.spool.remove(id) {
+                if !e.is_not_found() {
+                    log::warn!("{message_id}: cannot remove the queue file: {e}");
+                    return Ok(());
+                }
+            }
+        }
+        self.index.forget(message_id)?;
+        log::info!("{}", sluice_log::line::removed(message_id));
+        Ok(())
+    }
+
+    /// Queues a notice about some recipients of a message. `Ok` when the
+    /// notice is committed, or when none is due (NOTIFY, null sender).
+    fn notify(
+        &mut self,
+        kind: Kind,
+        message_id: &str,
+        results: &[RecipientResult],
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let id: QueueId = message_id.parse()?;
+        let original = self.spool.read(id)?;
+        let reports: Vec<Report<'_>> = results
+            .iter()
+            .filter_map(|r| {
+                let recipient = original.envelope.recipients.get(r.index as usize)?;
+                Some(Report {
+                    recipient,
+                    status: r.dsn.clone(),
+                    diagnostic: Some(r.reply.clone()),
+                    remote_mta: r.remote_mta.clone(),
+                    last_attempt: Some(from_ms(now)),
+                })
+            })
+            .collect();
+        let retry_until =
+            (kind == Kind::Delay).then(|| original.arrival + self.config.queue.lifetime);
+        let double_bounce_sender = format!("double-bounce@{}", self.hostname);
+        let (sender, to, bytes, what) = if original.envelope.sender.is_empty() {
+            if kind != Kind::Failure {
+                return Ok(());
+            }
+            // A notice that cannot be delivered: tell the postmaster, once.
+            let postmaster = self.postmaster();
+            let bytes = bounce::compose_to_postmaster(
+                kind,
+                &original,
+                &reports,
+                &self.hostname,
+                from_ms(now),
+                None,
+                &postmaster,
+            );
+            (
+                double_bounce_sender,
+                postmaster,
+                bytes,
+                "postmaster non-delivery",
+            )
+        } else if original.envelope.sender == double_bounce_sender {
+            log::warn!("{message_id}: undeliverable postmaster notification discarded");
+            return Ok(());
+        } else {
+            let Some(bytes) = bounce::compose(
+                kind,
+                &original,
+                &reports,
+                &self.hostname,
+                from_ms(now),
+                retry_until,
+            ) else {
+                return Ok(());
+            };
+            let what = match kind {
+                Kind::Failure => "sender non-delivery",
+                Kind::Delay => "sender delay",
+                Kind::Success => "sender delivery status",
+            };
+            (String::new(), original.envelope.sender.clone(), bytes, what)
+        };
+        let new_id = self.queue_notice(sender, to, &bytes)?;
+        log::info!(
+            "{}",
+            sluice_log::line::notification(message_id, what, &new_id.to_string())
+        );
+        Ok(())
+    }
+
+    fn postmaster(&self) -> String {
+        let domain = self
+            .config
+            .local_domains
+            .iter()
+            .find(|d| !d.starts_with('.'))
+            .cloned()
+            .unwrap_or_else(|| self.hostname.clone());
+        format!("postmaster@{domain}")
+    }
+
+    /// Commits a notice as a new queue file and imports it.
+    fn queue_notice(
+        &mut self,
+        sender: String,
+        to: String,
+        bytes: &[u8],
+    ) -> anyhow::Result<QueueId> {
+        let id = QueueId::generate();
+        let envelope = Envelope {
+            sender,
+            recipients: vec![Recipient {
+                address: to,
+                notify: Some(Notify::default()),
+                orcpt: None,
+            }],
+            body: if bounce::is_8bit(bytes) {
+                BodyType::EightBitMime
+            } else {
+                BodyType::SevenBit
+            },
+            ..Envelope::default()
+        };
+        let source = Source::Local {
+            uid: nix::unistd::getuid().as_raw(),
+            user: "MAILER-DAEMON".to_owned(),
+        };
+        self.spool.commit(&Message {
+            id,
+            arrival: SystemTime::now(),
+            source: &source,
+            envelope: &envelope,
+            content: &[bytes],
+        })?;
+        self.import(&[id])?;
+        Ok(id)
+    }
+
+    /// Bounces recipients that have waited past the queue lifetime without
+    /// being in delivery now.
+    pub(crate) fn expire(&mut self, now: i64) -> anyhow::Result<()> {
+        let cutoff = now - ms(self.config.queue.lifetime);
+        let mut by_message: BTreeMap<(String, i64), Vec<u32>> = BTreeMap::new();
+        for (message_id, index, arrival) in self.index.expired(cutoff)? {
+            by_message
+                .entry((message_id, arrival))
+                .or_default()
+                .push(index);
+        }
+        for ((message_id, arrival), indexes) in by_message {
+            let results: Vec<RecipientResult> = indexes
+                .into_iter()
+                .map(|index| {
+                    let last = self.index.last_error(&message_id, index).ok().flatten();
+                    RecipientResult {
+                        index,
+                        outcome: Outcome::Deferred,
+                        dsn: "4.4.7".into(),
+                        reply: last.unwrap_or_else(|| "message expired in the queue".into()),
+                        remote_mta: None,
+                    }
+                })
+                .collect();
+            // Deferred past the lifetime: `apply` turns them into bounces.
+            self.apply(&message_id, arrival, results, now)?;
+        }
+        Ok(())
+    }
+
+    /// When something next becomes due (ms), if anything waits.
+    pub(crate) fn next_due(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self.index.next_due()?)
+    }
+
+    /// ETRN: deferred mail for `domain` is due now.
+    pub(crate) fn etrn(&mut self, domain: &str) -> anyhow::Result<u64> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let ids = self.index.select(&Target::Domain(domain.clone()))?;
+        self.index.make_due(&ids, Some(&domain), now_ms())?;
+        Ok(ids.len() as u64)
+    }
+
+    /// An operator's change; returns how many messages it touched.
+    pub(crate) fn change(&mut self, action: Action, target: &Target) -> anyhow::Result<u64> {
+        let ids = self.index.select(target)?;
+        let now = now_ms();
+        match action {
+            Action::Flush => {
+                let domain = match target {
+                    Target::Domain(d) => Some(d.to_ascii_lowercase()),
+                    _ => None,
+                };
+                self.index.make_due(&ids, domain.as_deref(), now)?;
+            }
+            Action::Hold => {
+                self.index.set_hold(&ids, true)?;
+                for id in &ids {
+                    self.unqueue(id, now)?;
+                }
+            }
+            Action::Release => {
+                self.index.set_hold(&ids, false)?;
+                self.index.make_due(&ids, None, now)?;
+            }
+            Action::Requeue => {
+                for id in &ids {
+                    self.unqueue(id, now)?;
+                    for (index, address) in self.index.waiting(id)? {
+                        let route = route::resolve(&self.config, &address);
+                        self.index
+                            .reroute(id, index, route.transport, &route.next_hop)?;
+                    }
+                }
+                self.index.make_due(&ids, None, now)?;
+            }
+            Action::Delete => {
+                for id in &ids {
+                    self.scheduler.remove_message(id);
+                    self.in_flight.retain(|_, j| &j.message_id != id);
+                    if let Ok(qid) = id.parse::<QueueId>() {
+                        if let Err(e) = self.spool.remove(qid) {
+                            if !e.is_not_found() {
+                                log::warn!("{id}: cannot remove the queue file: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    self.index.forget(id)?;
+                    log::info!("{id}: removed by the operator");
+                }
+            }
+        }
+        Ok(ids.len() as u64)
+    }
+
+    /// Takes a message's jobs out of the active queue (hold, requeue); its
+    /// recipients wait in the index again.
+    fn unqueue(&mut self, message_id: &str, now: i64) -> anyhow::Result<()> {
+        for job in self.scheduler.remove_message(message_id) {
+            let updates: Vec<Update<'_>> = job
+                .recipients
+                .iter()
+                .map(|(index, _)| Update {
+                    index: *index,
+                    state: State::Deferred,
+                    next_attempt_ms: now,
+                    error: None,
+                })
+                .collect();
+            self.index.record(message_id, &updates, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Recipients of one message for one destination, with the arrival time.
+type Group = (i64, Vec<(u32, String)>);
+
+/// The same deferral for every recipient of a job.
+fn deferrals(job: &Job, dsn: &str, reason: &str) -> Vec<RecipientResult> {
+    job.recipients
+        .iter()
+        .map(|(index, _)| RecipientResult {
+            index: *index,
+            outcome: Outcome::Deferred,
+            dsn: dsn.to_owned(),
+            reply: reason.to_owned(),
+            remote_mta: None,
+        })
+        .collect()
+}

@@ -1,0 +1,115 @@
+//! Which transport and next hop a recipient goes to (pure code): a `routes`
+//! entry for its domain (or a parent `.domain` entry), else local delivery
+//! for `local_domains`, else the `*` smarthost, else the domain itself for
+//! the SMTP agent to resolve through DNS.
+//!
+//! # Must never
+//! Route a recipient by anything but its domain (no %-hack, no bang paths).
+
+use sluice_config::Config;
+
+/// Transport names, as stored in the index.
+pub(crate) const SMTP: &str = "smtp";
+/// The local delivery transport.
+pub(crate) const LOCAL: &str = "local";
+
+/// Where one recipient goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) domain: String,
+    pub(crate) transport: &'static str,
+    pub(crate) next_hop: String,
+}
+
+/// The domain of an address: after the last `@`, lower case, no trailing dot.
+pub(crate) fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("")
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+fn domain_matches(list: &[String], domain: &str) -> bool {
+    list.iter().any(|entry| match entry.strip_prefix('.') {
+        Some(parent) => domain.len() > parent.len() && domain.ends_with(entry.as_str()),
+        None => entry == domain,
+    })
+}
+
+/// Resolves one recipient.
+pub(crate) fn resolve(config: &Config, address: &str) -> Route {
+    let domain = domain_of(address);
+    let route = |next_hop: &sluice_config::NextHop| Route {
+        domain: domain.clone(),
+        transport: SMTP,
+        next_hop: next_hop.to_string(),
+    };
+    if let Some(hop) = config.routes.get(&domain) {
+        return route(hop);
+    }
+    let mut parent = domain.as_str();
+    while let Some((_, rest)) = parent.split_once('.') {
+        if let Some(hop) = config.routes.get(&format!(".{rest}")) {
+            return route(hop);
+        }
+        parent = rest;
+    }
+    if domain_matches(&config.local_domains, &domain) {
+        return Route {
+            domain: domain.clone(),
+            transport: LOCAL,
+            next_hop: domain.clone(),
+        };
+    }
+    if let Some(hop) = config.routes.get("*") {
+        return route(hop);
+    }
+    Route {
+        next_hop: domain.clone(),
+        domain,
+        transport: SMTP,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        sluice_config::parse(text, std::path::Path::new("test.ron")).unwrap()
+    }
+
+    #[test]
+    fn routes_then_local_then_smarthost_then_dns() {
+        let c = config(
+            r#"( local_domains: ["local.test"], relay_domains: ["relay.test"],
+                 routes: { "relay.test": "[127.0.0.1]:2526", ".sub.test": "[127.0.0.2]:25", "*": "smarthost.test:587" } )"#,
+        );
+        let r = resolve(&c, "a@Relay.Test.");
+        assert_eq!(
+            (r.transport, r.next_hop.as_str()),
+            (SMTP, "[127.0.0.1]:2526")
+        );
+        assert_eq!(r.domain, "relay.test");
+        assert_eq!(resolve(&c, "a@x.sub.test").next_hop, "[127.0.0.2]:25");
+        assert_eq!(resolve(&c, "a@local.test").transport, LOCAL);
+        assert_eq!(resolve(&c, "a@far.test").next_hop, "smarthost.test:587");
+        let no_smarthost = config(r#"( relay_domains: ["relay.test"] )"#);
+        assert_eq!(resolve(&no_smarthost, "a@far.test").next_hop, "far.test");
+    }
+
+    #[test]
+    fn percent_hack_does_not_route() {
+        let c = config(r#"( routes: { "relay.test": "[127.0.0.1]:2526" } )"#);
+        assert_eq!(
+            resolve(&c, "x%evil.test@relay.test").next_hop,
+            "[127.0.0.1]:2526"
+        );
+        assert_eq!(
+            resolve(&c, "evil.test!x@relay.test").next_hop,
+            "[127.0.0.1]:2526"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! The queue manager's event loop and its two sockets:
+//! - `run_dir/qmgr.sock` (mode 0666): new-mail hints from smtpd, ETRN, and
+//!   operators' changes from `sluice-queue` (changes only from root, the
+//!   queue manager's own user or its group, checked with SO_PEERCRED);
+//! - `run_dir/delivery.sock` (mode 0660): delivery agents taking jobs.
+//!
+//! # Must never
+//! Trust a peer: a bad frame closes that connection and nothing else; a
+//! change request is checked against the peer's credentials, not its word.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use sluice_ipc::delivery::{self, AgentMessage, QmgrMessage, Transport};
+use sluice_ipc::qmgr::{Request, Response};
+use sluice_ipc::{FrameDecoder, Hello};
+
+use crate::queue::{now_ms, Queue};
+
+const SIGNALS: Token = Token(0);
+const CONTROL: Token = Token(1);
+const DELIVERY: Token = Token(2);
+const FIRST_PEER: usize = 16;
+/// How often `queue/` is scanned for files whose hint was lost, and the
+/// queue lifetime checked.
+const SCAN_EVERY: Duration = Duration::from_secs(30);
+/// The loop wakes at least this often to look for due recipients.
+const TICK: Duration = Duration::from_secs(1);
+
+enum Kind {
+    /// A client of `qmgr.sock`.
+    Control,
+    /// A delivery agent; its transport once it said Ready, and its job.
+    Agent {
+        transport: Option<Transport>,
+        job: Option<u64>,
+    },
+}
+
+struct Peer {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    out: Vec<u8>,
+    kind: Kind,
+    uid: u32,
+    gid: u32,
+    closed: bool,
+}
+
+/// The running queue manager.
+pub(crate) struct Service {
+    poll: Poll,
+    signals: Signals,
+    control: UnixListener,
+    delivery: UnixListener,
+    socket_paths: [PathBuf; 2],
+    peers: HashMap<Token, Peer>,
+    next_token: usize,
+    queue: Queue,
+    next_scan: Instant,
+}
+
+fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+impl Service {
+    pub(crate) fn new(run_dir: &Path, queue: Queue) -> anyhow::Result<Service> {
+        let poll = Poll::new()?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let control_path = run_dir.join("qmgr.sock");
+        let delivery_path = run_dir.join("delivery.sock");
+        let mut control = bind(&control_path, 0o666)?;
+        let mut delivery = bind(&delivery_path, 0o660)?;
+        poll.registry()
+            .register(&mut control, CONTROL, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut delivery, DELIVERY, Interest::READABLE)?;
+        Ok(Service {
+            poll,
+            signals,
+            control,
+            delivery,
+            socket_paths: [control_path, delivery_path],
+            peers: HashMap::new(),
+            next_token: FIRST_PEER,
+            queue,
+            next_scan: Instant::now() + SCAN_EVERY,
+        })
+    }
+
+    pub(crate) fn run(&mut self) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(256);
+        self.queue.expire(now_ms())?;
+        loop {
+            self.schedule()?;
+            let now = Instant::now();
+            let until_due = self
+                .queue
+                .next_due()?
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .unwrap_or(TICK);
+            let timeout = until_due
+                .min(TICK)
+                .min(self.next_scan.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        let stop = self.signals.pending().any(|s| s == SIGTERM || s == SIGINT);
+                        if stop {
+                            log::info!("terminating on signal");
+                            for path in &self.socket_paths {
+                                let _ = std::fs::remove_file(path);
+                            }
+                            return Ok(());
+                        }
+                    }
+                    CONTROL => self.accept(CONTROL),
+                    DELIVERY => self.accept(DELIVERY),
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() {
+                            self.read(token)?;
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= self.next_scan {
+                let found = self.queue.scan()?;
+                if found > 0 {
+                    log::info!("scan found {found} queue file(s) without a hint");
+                }
+                self.queue.expire(now_ms())?;
+                self.next_scan = Instant::now() + SCAN_EVERY;
+            }
+        }
+    }
+
+    /// Fills the active queue and hands jobs to idle agents.
+    fn schedule(&mut self) -> anyhow::Result<()> {
+        let now = now_ms();
+        self.queue.defer_suspended(now)?;
+        let idle: Vec<(Token, Transport)> = self
+            .peers
+            .iter()
+            .filter_map(|(t, p)| match p.kind {
+                Kind::Agent {
+                    transport: Some(tr),
+                    job: None,
+                } if !p.closed => Some((*t, tr)),
+                _ => None,
+            })
+            .collect();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        self.queue.refill(now)?;
+        for (token, transport) in idle {
+            let Some(job) = self.queue.next_job(transport, now) else {
+                continue;
+            };
+            let job_id = job.job_id;
+            if let Some(peer) = self.peers.get_mut(&token) {
+                if let Kind::Agent { job: slot, .. } = &mut peer.kind {
+                    *slot = Some(job_id);
+                }
+            }
+            self.send(token, &QmgrMessage::Deliver(job));
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, listener: Token) {
+        loop {
+            let accepted = if listener == CONTROL {
+                self.control.accept()
+            } else {
+                self.delivery.accept()
+            };
+            let (mut stream, _) = match accepted {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            let Ok(creds) = getsockopt(&stream, PeerCredentials) else {
+                continue;
+            };
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            let (kind, hello) = if listener == CONTROL {
+                (
+                    Kind::Control,
+                    Hello {
+                        protocol: sluice_ipc::qmgr::PROTOCOL.to_owned(),
+                        version: sluice_ipc::qmgr::VERSION,
+                    },
+                )
+            } else {
+                (
+                    Kind::Agent {
+                        transport: None,
+                        job: None,
+                    },
+                    Hello {
+                        protocol: delivery::PROTOCOL.to_owned(),
+                        version: delivery::VERSION,
+                    },
+                )
+            };
+            self.peers.insert(
+                token,
+                Peer {
+                    stream,
+                    decoder: FrameDecoder::new(),
+                    out: Vec::new(),
+                    kind,
+                    uid: creds.uid(),
+                    gid: creds.gid(),
+                    closed: false,
+                },
+            );
+            self.send(token, &hello);
+        }
+    }
+
+    fn send<T: serde::Serialize>(&mut self, token: Token, message: &T) {
+        let Ok(frame) = sluice_ipc::encode(message) else {
+            return;
+        };
+        if let Some(peer) = self.peers.get_mut(&token) {
+            peer.out.extend_from_slice(&frame);
+        }
+        self.flush(token);
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return;
+        };
+        let mut written = 0;
+        while written < peer.out.len() {
+            match peer.stream.write(&peer.out[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    peer.closed = true;
+                    break;
+                }
+            }
+        }
+        peer.out.drain(..written);
+    }
+
+    fn read(&mut self, token: Token) -> anyhow::Result<()> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let Some(peer) = self.peers.get_mut(&token) else {
+                return Ok(());
+            };
+            match peer.stream.read(&mut buf) {
+                Ok(0) => {
+                    peer.closed = true;
+                    break;
+                }
+                Ok(n) => peer.decoder.push(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    peer.closed = true;
+                    break;
+                }
+            }
+        }
+        self.handle_frames(token)?;
+        let closed = self.peers.get(&token).is_some_and(|p| p.closed);
+        if closed {
+            self.drop_peer(token)?;
+        }
+        Ok(())
+    }
+
+    fn handle_frames(&mut self, token: Token) -> anyhow::Result<()> {
+        loop {
+            let Some(peer) = self.peers.get_mut(&token) else {
+                return Ok(());
+            };
+            match &peer.kind {
+                Kind::Control => match peer.decoder.next_message::<Request>() {
+                    Ok(Some(request)) => self.handle_request(token, request)?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        log::warn!("qmgr.sock: {e}: closing that connection");
+                        peer.closed = true;
+                        return Ok(());
+                    }
+                },
+                Kind::Agent { .. } => match peer.decoder.next_message::<AgentMessage>() {
+                    Ok(Some(message)) => self.handle_agent(token, message)?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        log::warn!("delivery.sock: {e}: closing that connection");
+                        peer.closed = true;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    fn handle_request(&mut self, token: Token, request: Request) -> anyhow::Result<()> {
+        match request {
+            Request::NewMail { queue_id } => match queue_id.parse() {
+                Ok(id) => {
+                    self.queue.import(&[id])?;
+                }
+                Err(_) => log::warn!(
+                    "qmgr.sock: hint with a bad queue ID {:?}",
+                    sluice_log::printable(&queue_id, 40)
+                ),
+            },
+            Request::Etrn { domain } => {
+                let response = match self.queue.etrn(&domain) {
+                    Ok(messages) => Response::Done { messages },
+                    Err(e) => Response::Failed {
+                        reason: e.to_string(),
+                    },
+                };
+                self.send(token, &response);
+            }
+            Request::Change { action, target } => {
+                let (uid, gid) = self
+                    .peers
+                    .get(&token)
+                    .map(|p| (p.uid, p.gid))
+                    .unwrap_or((u32::MAX, u32::MAX));
+                let response = if !may_change_queue(uid, gid) {
+                    log::warn!("queue change {action:?} refused to uid {uid}");
+                    Response::Denied {
+                        reason: "only root or the sluice group may change the queue".into(),
+                    }
+                } else {
+                    match self.queue.change(action, &target) {
+                        Ok(messages) => {
+                            log::info!(
+                                "queue change {action:?} by uid {uid}: {messages} message(s)"
+                            );
+                            Response::Done { messages }
+                        }
+                        Err(e) => Response::Failed {
+                            reason: e.to_string(),
+                        },
+                    }
+                };
+                self.send(token, &response);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_agent(&mut self, token: Token, message: AgentMessage) -> anyhow::Result<()> {
+        match message {
+            AgentMessage::Ready { transport, pid } => {
+                if let Some(Peer {
+                    kind: Kind::Agent { transport: t, .. },
+                    ..
+                }) = self.peers.get_mut(&token)
+                {
+                    *t = Some(transport);
+                }
+                log::debug!("delivery agent pid {pid} ready for {transport:?}");
+            }
+            AgentMessage::Done(result) => {
+                let expected = match self.peers.get_mut(&token) {
+                    Some(Peer {
+                        kind: Kind::Agent { job, .. },
+                        ..
+                    }) => job.take(),
+                    _ => None,
+                };
+                if expected == Some(result.job_id) {
+                    self.queue.complete(result)?;
+                } else {
+                    log::warn!(
+                        "delivery agent answered job {} it did not have",
+                        result.job_id
+                    );
+                    if let Some(job) = expected {
+                        self.queue.abandon(job)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_peer(&mut self, token: Token) -> anyhow::Result<()> {
+        if let Some(mut peer) = self.peers.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut peer.stream);
+            if let Kind::Agent { job: Some(job), .. } = peer.kind {
+                log::warn!("delivery agent went away during job {job}");
+                self.queue.abandon(job)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Root, the queue manager's own user, or a member of its group.
+fn may_change_queue(uid: u32, gid: u32) -> bool {
+    let my_uid = nix::unistd::geteuid().as_raw();
+    let my_gid = nix::unistd::getegid();
+    if uid == 0 || uid == my_uid || gid == my_gid.as_raw() {
+        return true;
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    let group = nix::unistd::Group::from_gid(my_gid).ok().flatten();
+    match (user, group) {
+        (Some(user), Some(group)) => group.mem.contains(&user.name),
+        _ => false,
+    }
+}
