@@ -62,6 +62,13 @@ fn push_count(out: &mut String, name: &str, ok: u32, total: u32) {
     }
 }
 
+/// `timeout after DATA from host[addr]`, `lost connection after RCPT from
+/// host[addr]`, `too many errors after ...`: what ended or troubled a
+/// session, and at which stage.
+pub fn after(what: &str, stage: &str, hostname: Option<&str>, addr: IpAddr) -> String {
+    format!("{what} after {stage} from {}", peer(hostname, addr))
+}
+
 /// `QUEUEID: client=host[addr]`.
 pub fn client(queue_id: &str, hostname: Option<&str>, addr: IpAddr) -> String {
     format!("{queue_id}: client={}", peer(hostname, addr))
@@ -207,6 +214,10 @@ mod tests {
             "X: from=<>, size=1, nrcpt=1 (queue active)"
         );
         assert_eq!(removed("4XKJ0ABC"), "4XKJ0ABC: removed");
+        assert_eq!(
+            after("lost connection", "DATA", None, lo()),
+            "lost connection after DATA from unknown[127.0.0.1]"
+        );
         assert_eq!(
             disconnect(
                 None,

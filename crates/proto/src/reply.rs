@@ -340,6 +340,14 @@ pub fn lost_sync(host: &str) -> Reply {
         &format!("{host} Error: bad BDAT chunk size, closing connection"),
     )
 }
+/// `421 4.7.0 host Error: too many connections` (the per-process cap).
+pub fn too_many_connections(host: &str) -> Reply {
+    Reply::new(
+        421,
+        e(4, 7, 0),
+        &format!("{host} Error: too many connections"),
+    )
+}
 
 #[cfg(test)]
 mod tests {

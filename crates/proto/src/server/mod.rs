@@ -509,6 +509,15 @@ impl Session {
         self.stage
     }
 
+    /// How the client speaks: ESMTP after EHLO, else SMTP.
+    pub fn protocol(&self) -> Protocol {
+        if self.esmtp {
+            Protocol::Esmtp
+        } else {
+            Protocol::Smtp
+        }
+    }
+
     /// The HELO/EHLO name, once given.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
@@ -961,11 +970,7 @@ impl Session {
                     port: self.peer.addr.port(),
                     hostname: self.peer.hostname.clone(),
                     helo: self.helo.clone().unwrap_or_default(),
-                    protocol: if self.esmtp {
-                        Protocol::Esmtp
-                    } else {
-                        Protocol::Smtp
-                    },
+                    protocol: self.protocol(),
                 };
                 self.state = State::Pending(Pending::Commit(verb));
                 self.out.push_back(Output::Ask(Ask::Commit(Commit {

@@ -1,0 +1,100 @@
+//! `sluice-smtpd`: the Sluice SMTP server.
+//!
+//! # Synopsis
+//! `sluice-smtpd [--config FILE] [--syslog]` — started by `sluice-master`,
+//! never by hand: it serves the listening sockets it inherits
+//! (`LISTEN_FDS`), and exits with an error when there are none.
+//!
+//! # Description
+//! One mio event loop serves many connections. Each connection drives a
+//! `sluice_proto::server::Session` (the SMTP state machine, pure code); this
+//! program only moves bytes, reads the clock, and answers the machine's
+//! asks. At the end of a message it writes one queue file through
+//! `sluice_spool::Spool::commit` (temporary file, fsync, link into `queue/`,
+//! fsync of the directory) and only then lets the machine reply
+//! `250 2.0.0 Ok: queued as ID`. A write error of any kind (full disk,
+//! permissions) is answered `451 4.3.0` and leaves no partial file. After
+//! each commit it hints the queue manager over `run_dir/qmgr.sock` if that
+//! socket exists; a lost hint costs latency, never mail (the queue manager
+//! also scans `queue/`).
+//!
+//! On SIGTERM it stops accepting, tells idle clients `421 4.3.2`, lets
+//! transactions in flight finish for up to `smtpd.stop_timeout`, and exits.
+//!
+//! # Security
+//! Drops to the configured `user` right after start-up when run as root,
+//! before reading a byte from the network. Every byte from clients is
+//! hostile: it goes to the protocol machine only, which bounds every buffer.
+//!
+//! # Diagnostics
+//! Postfix-shaped lines on stderr or syslog (tag `sluice/smtpd`): `connect
+//! from`, `QUEUEID: client=`, `NOQUEUE: reject: ...`, `disconnect from`.
+//!
+//! # Must never
+//! Reply 250 to a message before `spool::commit` has returned `Ok`.
+#![forbid(unsafe_code)]
+
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Command line of `sluice-smtpd`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-smtpd",
+    version,
+    about = "Sluice SMTP server (started by sluice-master)"
+)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Log to syslog (facility mail) instead of stderr.
+    #[arg(long)]
+    syslog: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("fatal: {text}");
+            } else {
+                eprintln!("sluice-smtpd: fatal: {text}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let config = sluice_config::load(&args.config)?;
+    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
+    let sink = if args.syslog {
+        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
+    } else {
+        sluice_log::Sink::Stderr
+    };
+    sluice_log::init(
+        &format!("{}/smtpd", config.log.tag_prefix),
+        &hostname,
+        sink,
+        log::LevelFilter::Info,
+    )?;
+    let fds = sluice_daemon::take_listen_fds()?;
+    if fds.is_empty() {
+        anyhow::bail!("no listening sockets inherited: sluice-smtpd is started by sluice-master");
+    }
+    sluice_daemon::drop_privileges(&config.user).context("dropping privileges")?;
+    let listeners = fds
+        .into_iter()
+        .map(|(_, fd)| std::net::TcpListener::from(fd))
+        .collect();
+    server::Server::new(config, hostname, listeners)?.run()
+}
