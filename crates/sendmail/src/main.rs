@@ -8,6 +8,8 @@
 //! Pretend to have done its job.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("sluice-sendmail: not implemented yet (sendmail(1) local submission comes with issue #6)");
+    eprintln!(
+        "sluice-sendmail: not implemented yet (sendmail(1) local submission comes with issue #6)"
+    );
     std::process::ExitCode::from(2)
 }
