@@ -1,0 +1,241 @@
+//! End-to-end tests of the foundation (issue #2): the real `sluice-master`
+//! and `sluice-smtpd` on loopback, a real SMTP client (Python's smtplib),
+//! and the queue files they leave behind.
+
+use std::collections::HashSet;
+
+use nix::sys::signal::{kill, Signal};
+use sluice_e2e::{message, send_with_python, wait_for, Instance, Mail, Raw};
+
+fn relay_instance() -> Instance {
+    Instance::new("local_domains: [\"local.test\"], relay_domains: [\"relay.test\"],")
+}
+
+#[test]
+fn queue_file_holds_exactly_the_envelope_and_the_bytes_sent() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    // A line starting with a dot (stuffed on the wire by the client), 8-bit
+    // text, and an empty line: all must arrive exactly.
+    let mut data = message(
+        "exact",
+        &[
+            ".leading dot",
+            "..two dots",
+            "",
+            "caf\u{e9} cr\u{e8}me",
+            "end",
+        ],
+    );
+    data.extend_from_slice(b"last line\r\n");
+    let mail = Mail {
+        from: "alice@client.test".into(),
+        to: vec!["bob@relay.test".into(), "carol@local.test".into()],
+        data: data.clone(),
+    };
+    let outcome = send_with_python(addr, 1, std::slice::from_ref(&mail)).remove(0);
+    assert!(outcome.ok, "{outcome:?}");
+    assert!(
+        outcome.reply.starts_with("2.0.0 Ok: queued as "),
+        "{outcome:?}"
+    );
+    let id = outcome.queue_id().expect("queue id");
+    assert_eq!(sluice.files_in("queue"), vec![id.clone()]);
+    let file = sluice.queue_file(&id);
+    assert_eq!(file.id.to_string(), id);
+    assert_eq!(file.envelope.sender, "alice@client.test");
+    let rcpts: Vec<&str> = file
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, ["bob@relay.test", "carol@local.test"]);
+    // The content is the Received header, then exactly what was sent.
+    let content = String::from_utf8_lossy(&file.content).into_owned();
+    assert!(
+        content.starts_with("Received: from client.test"),
+        "{content}"
+    );
+    let header_end = file
+        .content
+        .windows(2)
+        .enumerate()
+        .find(|(i, w)| *w == b"\r\n" && !matches!(file.content.get(i + 2), Some(b' ' | b'\t')))
+        .map(|(i, _)| i + 2)
+        .expect("end of Received header");
+    let received = String::from_utf8_lossy(&file.content[..header_end]).into_owned();
+    assert!(received.contains(&format!("id {id}")), "{received}");
+    assert_eq!(&file.content[header_end..], &data[..]);
+    assert!(sluice.files_in("tmp").is_empty());
+    // The operator log has the Postfix-shaped client line.
+    wait_for("client= log line", || {
+        sluice
+            .log()
+            .contains(&format!("{id}: client=unknown[127.0.0.1]"))
+    });
+}
+
+#[test]
+fn fifty_concurrent_sessions_all_get_their_mail_queued() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    let mails: Vec<Mail> = (0..100)
+        .map(|i| Mail {
+            from: format!("sender{i}@client.test"),
+            to: vec![format!("rcpt{i}@relay.test")],
+            data: message(&format!("concurrent-{i}"), &["hello"]),
+        })
+        .collect();
+    let outcomes = send_with_python(addr, 50, &mails);
+    assert_eq!(outcomes.len(), 100);
+    let mut ids = HashSet::new();
+    for (mail, outcome) in mails.iter().zip(&outcomes) {
+        assert!(outcome.ok, "{outcome:?}");
+        let id = outcome.queue_id().expect("queue id");
+        let file = sluice.queue_file(&id);
+        assert_eq!(file.envelope.sender, mail.from);
+        assert!(file.content.ends_with(&mail.data));
+        assert!(ids.insert(id), "queue ids must be unique");
+    }
+    assert_eq!(sluice.files_in("queue").len(), 100);
+}
+
+#[test]
+fn relaying_is_refused_to_strangers() {
+    let mut sluice = Instance::with_smtpd(
+        "local_domains: [\"local.test\"], relay_domains: [\"relay.test\"],",
+        // 127.0.0.1 is not trusted here, so the relay rules apply to us.
+        "trusted_networks: [\"192.0.2.0/24\"],",
+    );
+    let addr = sluice.start();
+    let mut raw = Raw::connect(addr);
+    assert!(raw.command("EHLO client.test").starts_with("250"));
+    assert!(raw.command("MAIL FROM:<a@client.test>").starts_with("250"));
+    let refused = raw.command("RCPT TO:<victim@elsewhere.test>");
+    assert!(refused.starts_with("554 5.7.1"), "{refused}");
+    let refused = raw.command("RCPT TO:<victim%elsewhere.test@relay.test>");
+    assert!(refused.starts_with("554 5.7.1"), "{refused}");
+    assert!(raw.command("RCPT TO:<ok@relay.test>").starts_with("250"));
+    assert!(raw.command("QUIT").starts_with("221"));
+    wait_for("reject log line", || {
+        sluice
+            .log()
+            .contains("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1")
+    });
+}
+
+#[test]
+fn kill_9_of_smtpd_right_after_250_loses_nothing() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    for round in 0..3 {
+        let mut raw = Raw::connect(addr);
+        raw.command("EHLO client.test");
+        raw.command("MAIL FROM:<a@client.test>");
+        raw.command("RCPT TO:<b@relay.test>");
+        assert!(raw.command("DATA").starts_with("354"));
+        raw.send(&message(&format!("kill-after-{round}"), &["body"]));
+        let reply = raw.command(".");
+        assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+        let id = reply.trim_end().rsplit(' ').next().expect("id").to_owned();
+        // Kill every smtpd at once, before it can do anything else.
+        for pid in sluice.smtpd_pids() {
+            kill(pid, Signal::SIGKILL).expect("kill smtpd");
+        }
+        let file = sluice.queue_file(&id);
+        assert!(file
+            .content
+            .ends_with(&message(&format!("kill-after-{round}"), &["body"])));
+        wait_for("smtpd restarted", || sluice.smtpd_pids().len() == 2);
+    }
+    assert_eq!(sluice.files_in("queue").len(), 3);
+}
+
+#[test]
+fn kill_9_in_the_middle_of_data_leaves_no_file() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    let mut raw = Raw::connect(addr);
+    raw.command("EHLO client.test");
+    raw.command("MAIL FROM:<a@client.test>");
+    raw.command("RCPT TO:<b@relay.test>");
+    assert!(raw.command("DATA").starts_with("354"));
+    raw.send(b"Subject: half\r\n\r\nthe first half of a body\r\n");
+    // Let smtpd read the half before it dies.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for pid in sluice.smtpd_pids() {
+        kill(pid, Signal::SIGKILL).expect("kill smtpd");
+    }
+    assert!(raw.is_closed());
+    assert!(sluice.files_in("queue").is_empty());
+    assert!(sluice.files_in("tmp").is_empty());
+}
+
+#[test]
+fn master_restarts_a_killed_smtpd_and_serves_again() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    wait_for("two smtpd", || sluice.smtpd_pids().len() == 2);
+    let before = sluice.smtpd_pids();
+    kill(before[0], Signal::SIGKILL).expect("kill");
+    wait_for("a new smtpd", || {
+        let now = sluice.smtpd_pids();
+        now.len() == 2 && !now.contains(&before[0])
+    });
+    assert!(
+        sluice.log().contains("killed by signal 9"),
+        "{}",
+        sluice.log()
+    );
+    for pid in sluice.smtpd_pids() {
+        kill(pid, Signal::SIGKILL).expect("kill");
+    }
+    wait_for("smtpds back", || sluice.smtpd_pids().len() == 2);
+    let outcome = send_with_python(
+        addr,
+        1,
+        &[Mail {
+            from: "a@client.test".into(),
+            to: vec!["b@relay.test".into()],
+            data: message("after-restart", &["x"]),
+        }],
+    )
+    .remove(0);
+    assert!(outcome.ok, "{outcome:?}");
+}
+
+#[test]
+fn sigterm_lets_a_transaction_finish_then_stops_everything() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    let mut busy = Raw::connect(addr);
+    busy.command("EHLO client.test");
+    assert!(busy.command("MAIL FROM:<a@client.test>").starts_with("250"));
+    let mut idle = Raw::connect(addr);
+    idle.command("EHLO idle.test");
+    let smtpds = sluice.smtpd_pids();
+    sluice.terminate();
+    // The idle session is told at once.
+    let bye = idle.reply();
+    assert!(bye.starts_with("421 4.3.2"), "{bye}");
+    // The busy one may finish its transaction.
+    assert!(busy.command("RCPT TO:<b@relay.test>").starts_with("250"));
+    assert!(busy.command("DATA").starts_with("354"));
+    busy.send(&message("during-stop", &["x"]));
+    let done = busy.command(".");
+    assert!(done.starts_with("250 2.0.0"), "{done}");
+    let bye = busy.reply();
+    assert!(bye.starts_with("421 4.3.2"), "{bye}");
+    let status = sluice.wait_master();
+    assert!(status.success(), "master exit: {status}");
+    for pid in smtpds {
+        assert!(kill(pid, None).is_err(), "smtpd {pid} still alive");
+    }
+    assert!(!sluice.run_dir.join("listeners").exists());
+    assert_eq!(sluice.files_in("queue").len(), 1);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still listening"
+    );
+}
