@@ -9,7 +9,8 @@
 //! `.` line inside stuffed content.
 //!
 //! The streaming receiver that finds the end of DATA lives in the server
-//! session; these helpers are for whole buffers.
+//! session; the free functions are for whole buffers, and [`Stuffer`]
+//! stuffs an outgoing message in chunks (the client session).
 //!
 //! # Must never
 //! Produce stuffed content in which a `.` that starts a line is followed by
@@ -63,6 +64,67 @@ pub fn data_terminator(content: &[u8]) -> &'static [u8] {
     }
 }
 
+/// Dot-stuffs a message piece by piece, so that a large message is never
+/// copied whole: each call to [`Stuffer::next_chunk`] appends the stuffed
+/// form of the next part of the content, and at the end the DATA
+/// terminator ([`data_terminator`]). The concatenation of all chunks is
+/// `dot_stuff(content) + data_terminator(content)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuffer {
+    offset: usize,
+    at_line_start: bool,
+    finished: bool,
+}
+
+impl Default for Stuffer {
+    fn default() -> Self {
+        Stuffer::new()
+    }
+}
+
+impl Stuffer {
+    /// A stuffer at the start of a message.
+    pub fn new() -> Self {
+        Stuffer {
+            offset: 0,
+            at_line_start: true,
+            finished: false,
+        }
+    }
+
+    /// Appends to `out` the stuffed form of up to `max` more bytes of
+    /// `content` (at least one byte, or the terminator). `content` must be
+    /// the same slice on every call. Returns true once the terminator has
+    /// been appended: the message is complete.
+    pub fn next_chunk(&mut self, content: &[u8], max: usize, out: &mut Vec<u8>) -> bool {
+        if self.finished {
+            return true;
+        }
+        let start = self.offset.min(content.len());
+        let end = start.saturating_add(max.max(1)).min(content.len());
+        let piece = &content[start..end];
+        out.reserve(piece.len() + piece.len() / 64 + 8);
+        for &b in piece {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = b == b'\n';
+        }
+        self.offset = end;
+        if end == content.len() {
+            out.extend_from_slice(data_terminator(content));
+            self.finished = true;
+        }
+        self.finished
+    }
+
+    /// Content bytes consumed so far.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +146,25 @@ mod tests {
         assert_eq!(data_terminator(b""), b".\r\n");
         assert_eq!(data_terminator(b"a\r\n"), b".\r\n");
         assert_eq!(data_terminator(b"a"), b"\r\n.\r\n");
+    }
+
+    #[test]
+    fn stuffer_in_chunks_equals_whole_stuffing() {
+        let content = b".a\r\n..b\r\nc.\r\n.\r\nend";
+        for max in 1..=content.len() + 1 {
+            let mut s = Stuffer::new();
+            let mut out = Vec::new();
+            let mut calls = 0;
+            while !s.next_chunk(content, max, &mut out) {
+                calls += 1;
+                assert!(calls <= content.len());
+            }
+            let mut want = dot_stuff(content);
+            want.extend_from_slice(data_terminator(content));
+            assert_eq!(out, want, "max {max}");
+        }
+        let mut out = Vec::new();
+        assert!(Stuffer::new().next_chunk(b"", 10, &mut out));
+        assert_eq!(out, b".\r\n");
     }
 }

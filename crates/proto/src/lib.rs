@@ -4,6 +4,7 @@
 //! - [`address`]: the RFC 5321 path grammar (with SMTPUTF8) and xtext.
 //! - [`data`]: dot-stuffing helpers.
 //! - [`server`]: the SMTP server session machine.
+//! - [`client`]: the SMTP client session machine (sluice-smtp).
 //! - [`received`]: the `Received:` trace header.
 //! - [`envelope`]: the envelope handed over at the end of a message.
 //!
@@ -21,6 +22,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod address;
+pub mod client;
 pub mod data;
 pub mod envelope;
 pub mod received;

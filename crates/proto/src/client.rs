@@ -1,0 +1,935 @@
+//! The SMTP client session: a sans-IO state machine for one outbound
+//! delivery, the mirror of [`crate::server::Session`]. Server replies and
+//! the time come in ([`Session::handle_input`], [`Session::handle_timeout`],
+//! [`Session::handle_disconnect`]); commands, the message content, the
+//! per-recipient outcomes and the order to close come out
+//! ([`Session::poll_output`], [`Session::next_content_chunk`]). The driver
+//! (sluice-smtp) owns the socket and the clock.
+//!
+//! Decisions:
+//! - EHLO first; a 5xx to EHLO falls back to HELO (no extensions then).
+//! - With PIPELINING offered, MAIL, every RCPT and DATA go out in one write
+//!   (RFC 2920 3.1) and replies are matched in order; without it, one
+//!   command at a time. Replies may arrive in any split.
+//! - SIZE=n on MAIL when SIZE is offered. A message larger than the
+//!   server's advertised limit is not sent: every recipient is bounced
+//!   `5.3.4`, since the server has said in advance that it will refuse it
+//!   for good (Postfix does the same).
+//! - BODY=8BITMIME when the envelope declares 8-bit (or binary) content and
+//!   8BITMIME is offered. When it is not offered the message is sent anyway
+//!   without BODY=, as Postfix does by default: most such servers accept it,
+//!   and converting to 7 bit is not done here.
+//! - SMTPUTF8 needed but not offered: every recipient bounced `5.6.7`
+//!   (RFC 6531 3.2 forbids downgrading the addresses silently).
+//! - NOTIFY=, ORCPT=, RET= and ENVID= are passed on only when DSN is offered.
+//! - Outcomes: a recipient's RCPT reply decides it unless it is 2xx; for
+//!   accepted recipients the reply after the content decides (2xx
+//!   delivered, 4xx deferred, 5xx bounced). A 4xx/5xx to MAIL or DATA
+//!   applies to every recipient still open. Any reply class other than the
+//!   expected one (e.g. 2xx to DATA) counts as temporary.
+//! - Greeting or HELO/EHLO refused (4xx or 5xx): every recipient deferred
+//!   with a class-4 status: that is about this connection, not the message,
+//!   and the next hop can be retried (trying another MX comes later).
+//! - A timeout, a lost connection or a malformed reply: every recipient not
+//!   yet final is deferred (`4.4.2`, `4.4.2`, `4.5.0`); a timeout after the
+//!   content went out says the message may be delivered twice.
+//! - Enhanced status codes: the server's when the first word of its reply
+//!   is one of the same class, else derived from the class (`2.0.0`,
+//!   `4.0.0`, `5.0.0`).
+//! - QUIT at the end, except after `421` (the server is closing), a
+//!   timeout, a lost connection or a protocol error.
+//!
+//! Connection reuse (a later issue) fits in here as RSET plus a new
+//! transaction where QUIT is sent today: the connection state (extensions,
+//! greeting) is kept apart from the transaction state.
+//!
+//! # Must never
+//! Report a recipient delivered without a 2xx reply to the end of the
+//! content; report a recipient twice or not at all ([`Output::Done`] comes
+//! exactly once, with one outcome per recipient); put an unstuffed line
+//! starting with `.` on the wire; read a clock or touch a socket.
+//!
+//! # Security
+//! Server replies are hostile: lines are cut at [`MAX_REPLY_LINE`] bytes
+//! and replies at [`MAX_REPLY_LINES`] kept lines, so memory is bounded.
+//!
+//! # Errors
+//! Server errors become outcomes; nothing here panics on any input.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::address::encode_xtext;
+use crate::data::Stuffer;
+use crate::envelope::{BodyType, Envelope, Notify, Ret};
+use crate::reply::{Enhanced, Reply};
+
+/// Longest reply line kept, in bytes; the rest of a longer line is skipped.
+pub const MAX_REPLY_LINE: usize = 4096;
+/// Most lines kept of one multi-line reply; later lines are read and dropped.
+pub const MAX_REPLY_LINES: usize = 100;
+/// The content is stuffed in chunks of at most this many bytes.
+pub const CONTENT_CHUNK: usize = 64 * 1024;
+
+/// How long to wait at each step (RFC 5321 4.5.3.2 gives the minimums that
+/// are the defaults here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For the `220` greeting. Default 5 min.
+    pub greeting: Duration,
+    /// For the reply to EHLO or HELO. Default 5 min.
+    pub helo: Duration,
+    /// For the reply to MAIL. Default 5 min.
+    pub mail: Duration,
+    /// For the reply to each RCPT. Default 5 min.
+    pub rcpt: Duration,
+    /// For the `354` to DATA. Default 2 min.
+    pub data_init: Duration,
+    /// For the driver to get each content chunk out. Default 3 min.
+    pub data_block: Duration,
+    /// For the reply after the content. Default 10 min.
+    pub data_done: Duration,
+    /// For the reply to QUIT. Default 5 min.
+    pub quit: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let min = |m: u64| Duration::from_secs(m * 60);
+        Timeouts {
+            greeting: min(5),
+            helo: min(5),
+            mail: min(5),
+            rcpt: min(5),
+            data_init: min(2),
+            data_block: min(3),
+            data_done: min(10),
+            quit: min(5),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The same timeout for every step.
+    pub fn uniform(d: Duration) -> Self {
+        Timeouts {
+            greeting: d,
+            helo: d,
+            mail: d,
+            rcpt: d,
+            data_init: d,
+            data_block: d,
+            data_done: d,
+            quit: d,
+        }
+    }
+}
+
+/// What one delivery needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// The name given in EHLO/HELO.
+    pub helo_name: String,
+    /// Sender, recipients and their ESMTP parameters, BODY, SMTPUTF8, RET,
+    /// ENVID (its `declared_size` is ignored: `message_size` is sent).
+    pub envelope: Envelope,
+    /// The length of the content in bytes, for SIZE=.
+    pub message_size: u64,
+    /// Per-step timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// The service extensions a server offered in its EHLO reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// PIPELINING (RFC 2920).
+    pub pipelining: bool,
+    /// SIZE, with its limit (`Some(0)`: offered without a limit).
+    pub size: Option<u64>,
+    /// 8BITMIME (RFC 6152).
+    pub eightbitmime: bool,
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// DSN (RFC 3461).
+    pub dsn: bool,
+    /// CHUNKING (RFC 3030).
+    pub chunking: bool,
+    /// STARTTLS (RFC 3207).
+    pub starttls: bool,
+    /// ENHANCEDSTATUSCODES (RFC 2034).
+    pub enhanced_status_codes: bool,
+}
+
+impl Extensions {
+    /// Reads the keyword lines of an EHLO reply (the first line is the
+    /// server's name and is skipped). Unknown keywords are ignored.
+    pub fn parse(lines: &[String]) -> Self {
+        let mut ext = Extensions::default();
+        for line in lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "PIPELINING" => ext.pipelining = true,
+                "SIZE" => {
+                    ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+                }
+                "8BITMIME" => ext.eightbitmime = true,
+                "SMTPUTF8" => ext.smtputf8 = true,
+                "DSN" => ext.dsn = true,
+                "CHUNKING" => ext.chunking = true,
+                "STARTTLS" => ext.starttls = true,
+                "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
+                _ => {}
+            }
+        }
+        ext
+    }
+}
+
+/// The final state of one recipient (the log's `status=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The server accepted the message for it.
+    Delivered,
+    /// Try again later.
+    Deferred,
+    /// Failed for good.
+    Bounced,
+}
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptOutcome {
+    /// Its position in [`Params::envelope`]'s recipients.
+    pub index: usize,
+    /// Delivered, deferred or bounced.
+    pub status: Status,
+    /// The enhanced status code, always of the class of `status`.
+    pub dsn: Enhanced,
+    /// The reply that decided it. When `remote` is false it was made here
+    /// (timeout, lost connection, refusal before sending) and its code is
+    /// only the class.
+    pub reply: Reply,
+    /// The reply came from the server.
+    pub remote: bool,
+}
+
+impl RcptOutcome {
+    /// The reason as the log shows it: the server's reply on one line
+    /// (`550 5.1.1 <x@y>: unknown user`), or the local reason's text.
+    pub fn text(&self) -> String {
+        if self.remote {
+            self.reply.to_string()
+        } else {
+            self.reply.lines.join(" ")
+        }
+    }
+}
+
+/// What the session produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Bytes to write to the server.
+    Send(Vec<u8>),
+    /// Write the message now: call [`Session::next_content_chunk`] and write
+    /// each chunk until it returns true.
+    Content,
+    /// Every recipient is final: one outcome per recipient, in envelope
+    /// order. Comes exactly once; the session may still send QUIT after.
+    Done(Vec<RcptOutcome>),
+    /// Write what was sent so far, then close the connection.
+    Close,
+}
+
+/// A reply the session waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Ehlo,
+    Helo,
+    Mail,
+    Rcpt(usize),
+    Data,
+    /// After the content.
+    DataDone,
+    /// After an empty content sent only because the server said 354 with
+    /// no recipient accepted; its reply decides nothing.
+    Discarded,
+    Quit,
+}
+
+impl Expect {
+    /// Postfix's "while ..." wording, for timeouts and lost connections.
+    fn stage(self) -> &'static str {
+        match self {
+            Expect::Greeting => "receiving the initial server greeting",
+            Expect::Ehlo => "performing the EHLO handshake",
+            Expect::Helo => "performing the HELO handshake",
+            Expect::Mail => "sending MAIL FROM",
+            Expect::Rcpt(_) => "sending RCPT TO",
+            Expect::Data => "sending DATA command",
+            Expect::DataDone | Expect::Discarded => "sending end of data",
+            Expect::Quit => "sending QUIT",
+        }
+    }
+
+    fn timeout(self, t: &Timeouts) -> Duration {
+        match self {
+            Expect::Greeting => t.greeting,
+            Expect::Ehlo | Expect::Helo => t.helo,
+            Expect::Mail => t.mail,
+            Expect::Rcpt(_) => t.rcpt,
+            Expect::Data => t.data_init,
+            Expect::DataDone | Expect::Discarded => t.data_done,
+            Expect::Quit => t.quit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Waiting for the replies in `expect`.
+    Replies,
+    /// The driver is writing the content.
+    Content(Stuffer),
+    Closed,
+}
+
+/// Reads reply lines from any split of the input, bounded in memory.
+#[derive(Debug, Default)]
+struct LineReader {
+    line: Vec<u8>,
+    /// The current line is over [`MAX_REPLY_LINE`]: its rest is dropped.
+    overlong: bool,
+}
+
+impl LineReader {
+    /// Feeds bytes; calls `f` with each complete line (CRLF or LF removed).
+    /// Stops early when `f` returns false and returns the unread rest's
+    /// offset.
+    fn feed(&mut self, bytes: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> usize {
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+                let go_on = f(&self.line);
+                self.line.clear();
+                self.overlong = false;
+                if !go_on {
+                    return i + 1;
+                }
+            } else if self.line.len() < MAX_REPLY_LINE {
+                self.line.push(b);
+            } else {
+                self.overlong = true;
+            }
+        }
+        bytes.len()
+    }
+}
+
+/// A reply being collected from its lines.
+#[derive(Debug, Default)]
+struct Partial {
+    code: Option<u16>,
+    lines: Vec<String>,
+}
+
+/// One reply line: `(code, is_last, text)`, or `None` if malformed.
+fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
+    let digits = line.get(..3)?;
+    if !(b'2'..=b'5').contains(&digits[0]) || !digits[1..].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    let (last, text) = match line.get(3) {
+        None => (true, &[][..]),
+        Some(b' ') => (true, &line[4..]),
+        Some(b'-') => (false, &line[4..]),
+        Some(_) => return None,
+    };
+    Some((code, last, String::from_utf8_lossy(text).into_owned()))
+}
+
+/// Splits a leading enhanced status code of the reply's class off `text`.
+fn split_enhanced(code: u16, text: &str) -> Option<(Enhanced, String)> {
+    let (word, rest) = match text.split_once(' ') {
+        Some((w, r)) => (w, r),
+        None => (text, ""),
+    };
+    let mut parts = word.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.parse().ok()?;
+    let class_of_code = u8::try_from(code / 100).ok()?;
+    if parts.next().is_some() || class != class_of_code || subject > 999 || detail > 999 {
+        return None;
+    }
+    Some((Enhanced::new(class, subject, detail), rest.to_string()))
+}
+
+/// Builds the reply: the enhanced code is taken from the first line and
+/// removed from every line that repeats it.
+fn make_reply(code: u16, lines: Vec<String>) -> Reply {
+    let enhanced = lines.first().and_then(|l| split_enhanced(code, l));
+    let Some((e, _)) = enhanced else {
+        return Reply::multiline(code, None, &lines);
+    };
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|l| match split_enhanced(code, &l) {
+            Some((same, rest)) if same == e => rest,
+            _ => l,
+        })
+        .collect();
+    Reply::multiline(code, Some(e), &lines)
+}
+
+/// The reply's enhanced code, else one derived from its class.
+fn dsn_of(reply: &Reply) -> Enhanced {
+    reply.enhanced.unwrap_or(match reply.code / 100 {
+        2 => Enhanced::new(2, 0, 0),
+        5 => Enhanced::new(5, 0, 0),
+        _ => Enhanced::new(4, 0, 0),
+    })
+}
+
+/// How a reply answers the command it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Temp,
+    Perm,
+}
+
+fn verdict(expect: Expect, code: u16) -> Verdict {
+    let wanted = if expect == Expect::Data { 3 } else { 2 };
+    match code / 100 {
+        c if c == wanted => Verdict::Ok,
+        5 => Verdict::Perm,
+        _ => Verdict::Temp,
+    }
+}
+
+fn notify_value(n: Notify) -> String {
+    let mut words = Vec::new();
+    if n.success {
+        words.push("SUCCESS");
+    }
+    if n.failure {
+        words.push("FAILURE");
+    }
+    if n.delay {
+        words.push("DELAY");
+    }
+    if words.is_empty() {
+        "NEVER".to_string()
+    } else {
+        words.join(",")
+    }
+}
+
+/// One outbound SMTP session delivering one message.
+#[derive(Debug)]
+pub struct Session {
+    params: Params,
+    state: State,
+    reader: LineReader,
+    partial: Partial,
+    /// Replies awaited, in order.
+    expect: VecDeque<Expect>,
+    deadline: Instant,
+    out: VecDeque<Output>,
+    greeted: bool,
+    extensions: Option<Extensions>,
+    pipelining: bool,
+    /// The RCPT was accepted (2xx), the content decides.
+    accepted: Vec<bool>,
+    outcomes: Vec<Option<RcptOutcome>>,
+    done_sent: bool,
+    quit_sent: bool,
+    /// The content has gone out (for the "sent more than once" warning).
+    content_sent: bool,
+}
+
+impl Session {
+    /// A new session, right after the TCP connection is up: waits for the
+    /// greeting.
+    pub fn new(params: Params, now: Instant) -> Self {
+        let n = params.envelope.recipients.len();
+        let deadline = now + params.timeouts.greeting;
+        let mut s = Session {
+            params,
+            state: State::Replies,
+            reader: LineReader::default(),
+            partial: Partial::default(),
+            expect: VecDeque::from([Expect::Greeting]),
+            deadline,
+            out: VecDeque::new(),
+            greeted: false,
+            extensions: None,
+            pipelining: false,
+            accepted: vec![false; n],
+            outcomes: vec![None; n],
+            done_sent: false,
+            quit_sent: false,
+            content_sent: false,
+        };
+        if n == 0 {
+            // Nothing to deliver: say goodbye at the first chance.
+            s.maybe_done();
+        }
+        s
+    }
+
+    /// Bytes from the server, in any split.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        let mut rest = bytes;
+        while !rest.is_empty() && self.state != State::Closed {
+            let mut line_seen = None;
+            let used = self.reader.feed(rest, |line| {
+                line_seen = Some(line.to_vec());
+                false
+            });
+            rest = &rest[used..];
+            if let Some(line) = line_seen {
+                self.handle_line(&line, now);
+            }
+        }
+    }
+
+    /// The time came (at or after [`Session::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed || now < self.deadline {
+            return;
+        }
+        let stage = match (&self.state, self.expect.front()) {
+            (State::Content(_), _) => "sending message body",
+            (_, Some(e)) => e.stage(),
+            (_, None) => "sending commands",
+        };
+        let warn = if self.content_sent && self.expect.front() == Some(&Expect::DataDone) {
+            " -- message may be sent more than once"
+        } else {
+            ""
+        };
+        let text = format!("conversation timed out while {stage}{warn}");
+        self.fail_open(Enhanced::new(4, 4, 2), &text);
+        self.close();
+    }
+
+    /// The connection broke or the server closed it (EOF, reset, write
+    /// error).
+    pub fn handle_disconnect(&mut self, _now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        let stage = match (&self.state, self.expect.front()) {
+            (State::Content(_), _) => "sending message body",
+            (_, Some(e)) => e.stage(),
+            (_, None) => "sending commands",
+        };
+        let text = format!("lost connection while {stage}");
+        self.fail_open(Enhanced::new(4, 4, 2), &text);
+        self.close();
+    }
+
+    /// The next output, in order.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When to call [`Session::handle_timeout`]; `None` once closed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            _ => Some(self.deadline),
+        }
+    }
+
+    /// After [`Output::Content`]: appends the next stuffed piece of
+    /// `content` (the whole message, the same slice on every call) to
+    /// `out`; returns true when the message and its terminator are all out.
+    /// Each call restarts the data-block timer; the last one starts the
+    /// wait for the final reply. Outside the content phase it does nothing
+    /// and returns true.
+    pub fn next_content_chunk(&mut self, content: &[u8], out: &mut Vec<u8>, now: Instant) -> bool {
+        let State::Content(stuffer) = &mut self.state else {
+            return true;
+        };
+        let finished = stuffer.next_chunk(content, CONTENT_CHUNK, out);
+        if finished {
+            self.state = State::Replies;
+            self.content_sent = true;
+            self.expect.push_back(Expect::DataDone);
+            self.deadline = now + Expect::DataDone.timeout(&self.params.timeouts);
+        } else {
+            self.deadline = now + self.params.timeouts.data_block;
+        }
+        finished
+    }
+
+    /// True once the server has sent a positive greeting: the next hop was
+    /// reached.
+    pub fn is_greeted(&self) -> bool {
+        self.greeted
+    }
+
+    /// The extensions of the EHLO reply, once received (`None` after a HELO
+    /// fallback or before).
+    pub fn extensions(&self) -> Option<&Extensions> {
+        self.extensions.as_ref()
+    }
+
+    /// True once the session has decided to close.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    fn handle_line(&mut self, line: &[u8], now: Instant) {
+        let Some((code, last, text)) = parse_line(line) else {
+            return self.protocol_error(line);
+        };
+        match self.partial.code {
+            Some(c) if c != code => return self.protocol_error(line),
+            _ => self.partial.code = Some(code),
+        }
+        if self.partial.lines.len() < MAX_REPLY_LINES {
+            self.partial.lines.push(text);
+        }
+        if !last {
+            return;
+        }
+        let lines = std::mem::take(&mut self.partial.lines);
+        self.partial.code = None;
+        let reply = make_reply(code, lines);
+        let Some(expect) = self.expect.pop_front() else {
+            // A reply to nothing: the server is confused, or it announces
+            // that it is going away (421).
+            return self.unexpected(reply);
+        };
+        if self.state != State::Replies {
+            return self.unexpected(reply);
+        }
+        self.handle_reply(expect, reply, now);
+        if let Some(next) = self.expect.front() {
+            self.deadline = now + next.timeout(&self.params.timeouts);
+        }
+        self.after_reply(now);
+    }
+
+    fn handle_reply(&mut self, expect: Expect, reply: Reply, now: Instant) {
+        let v = verdict(expect, reply.code);
+        match expect {
+            Expect::Greeting => {
+                if v == Verdict::Ok {
+                    self.greeted = true;
+                    let cmd = format!("EHLO {}\r\n", self.params.helo_name);
+                    self.send_command(cmd, Expect::Ehlo, now);
+                } else {
+                    self.fail_session(&reply);
+                }
+            }
+            Expect::Ehlo => match v {
+                Verdict::Ok => {
+                    let ext = Extensions::parse(&reply.lines);
+                    self.pipelining = ext.pipelining;
+                    self.extensions = Some(ext);
+                    self.start_transaction(now);
+                }
+                Verdict::Perm => {
+                    let cmd = format!("HELO {}\r\n", self.params.helo_name);
+                    self.send_command(cmd, Expect::Helo, now);
+                }
+                _ => self.fail_session(&reply),
+            },
+            Expect::Helo => {
+                if v == Verdict::Ok {
+                    self.start_transaction(now);
+                } else {
+                    self.fail_session(&reply);
+                }
+            }
+            Expect::Mail => {
+                if v != Verdict::Ok {
+                    self.fail_open_with(&reply, v);
+                } else if !self.pipelining {
+                    self.send_rcpt(0, now);
+                }
+            }
+            Expect::Rcpt(i) => {
+                if self.outcomes.get(i).is_some_and(Option::is_none) {
+                    if v == Verdict::Ok {
+                        if let Some(a) = self.accepted.get_mut(i) {
+                            *a = true;
+                        }
+                    } else {
+                        self.finish(i, &reply, v, true);
+                    }
+                }
+                if !self.pipelining {
+                    if i + 1 < self.outcomes.len() {
+                        self.send_rcpt(i + 1, now);
+                    } else if self.accepted.iter().any(|&a| a) {
+                        self.send_command("DATA\r\n".into(), Expect::Data, now);
+                    }
+                }
+            }
+            Expect::Data => {
+                let open = self.open_accepted();
+                if v == Verdict::Ok {
+                    if open.is_empty() {
+                        // 354 with nobody accepted: end an empty message
+                        // at once; nothing can be delivered by it.
+                        self.send_command(".\r\n".into(), Expect::Discarded, now);
+                    } else {
+                        self.state = State::Content(Stuffer::new());
+                        self.deadline = now + self.params.timeouts.data_block;
+                        self.out.push_back(Output::Content);
+                    }
+                } else {
+                    for i in open {
+                        self.finish(i, &reply, v, true);
+                    }
+                }
+            }
+            Expect::DataDone => {
+                for i in self.open_accepted() {
+                    self.finish(i, &reply, v, true);
+                }
+            }
+            Expect::Discarded => {}
+            Expect::Quit => {}
+        }
+        if reply.code == 421 && expect != Expect::Quit {
+            // The server is closing the connection (RFC 5321 3.8).
+            self.fail_open_with(&reply, Verdict::Temp);
+            self.close();
+        }
+    }
+
+    /// After each reply: report when everything is final, then QUIT, then
+    /// close once QUIT is answered.
+    fn after_reply(&mut self, now: Instant) {
+        if self.state != State::Replies {
+            return;
+        }
+        self.maybe_done();
+        if !self.expect.is_empty() {
+            return;
+        }
+        if self.quit_sent {
+            self.close();
+        } else if self.done_sent {
+            self.quit_sent = true;
+            self.send_command("QUIT\r\n".into(), Expect::Quit, now);
+        }
+    }
+
+    fn maybe_done(&mut self) {
+        if self.done_sent || self.outcomes.iter().any(Option::is_none) {
+            return;
+        }
+        self.done_sent = true;
+        let outcomes = self.outcomes.iter().flatten().cloned().collect();
+        self.out.push_back(Output::Done(outcomes));
+    }
+
+    fn start_transaction(&mut self, now: Instant) {
+        if self.outcomes.iter().all(Option::is_some) {
+            return; // no recipient: straight to QUIT
+        }
+        let ext = self.extensions.clone().unwrap_or_default();
+        let env = &self.params.envelope;
+        if env.smtputf8 && !ext.smtputf8 {
+            let text = "SMTPUTF8 is required, but was not offered by the host";
+            return self.fail_open_local(Enhanced::new(5, 6, 7), 550, text);
+        }
+        if let Some(limit) = ext.size.filter(|&n| n > 0) {
+            if self.params.message_size > limit {
+                let text = format!(
+                    "message size {} exceeds size limit {} of server",
+                    self.params.message_size, limit
+                );
+                return self.fail_open_local(Enhanced::new(5, 3, 4), 552, &text);
+            }
+        }
+        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        if ext.size.is_some() {
+            let _ = write!(mail, " SIZE={}", self.params.message_size);
+        }
+        if env.body != BodyType::SevenBit && ext.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if ext.dsn {
+            match env.ret {
+                Some(Ret::Full) => mail.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = &env.envid {
+                let _ = write!(mail, " ENVID={}", encode_xtext(envid));
+            }
+        }
+        mail.push_str("\r\n");
+        if self.pipelining {
+            // RFC 2920 3.1: MAIL, RCPT... and DATA (which ends the group)
+            // in one write.
+            let mut batch = mail.into_bytes();
+            self.deadline = now + self.params.timeouts.mail;
+            self.expect.push_back(Expect::Mail);
+            for i in 0..self.outcomes.len() {
+                batch.extend_from_slice(self.rcpt_command(i).as_bytes());
+                self.expect.push_back(Expect::Rcpt(i));
+            }
+            batch.extend_from_slice(b"DATA\r\n");
+            self.expect.push_back(Expect::Data);
+            self.out.push_back(Output::Send(batch));
+        } else {
+            self.send_command(mail, Expect::Mail, now);
+        }
+    }
+
+    fn rcpt_command(&self, i: usize) -> String {
+        let dsn = self.extensions.as_ref().is_some_and(|e| e.dsn);
+        let Some(r) = self.params.envelope.recipients.get(i) else {
+            return String::new();
+        };
+        let mut cmd = format!("RCPT TO:<{}>", r.address);
+        if dsn {
+            if let Some(n) = r.notify {
+                let _ = write!(cmd, " NOTIFY={}", notify_value(n));
+            }
+            if let Some(orcpt) = &r.orcpt {
+                let _ = write!(cmd, " ORCPT={}", encode_orcpt(orcpt));
+            }
+        }
+        cmd.push_str("\r\n");
+        cmd
+    }
+
+    fn send_rcpt(&mut self, i: usize, now: Instant) {
+        let cmd = self.rcpt_command(i);
+        self.send_command(cmd, Expect::Rcpt(i), now);
+    }
+
+    fn send_command(&mut self, cmd: String, expect: Expect, now: Instant) {
+        if self.expect.is_empty() {
+            self.deadline = now + expect.timeout(&self.params.timeouts);
+        }
+        self.expect.push_back(expect);
+        self.out.push_back(Output::Send(cmd.into_bytes()));
+    }
+
+    /// Accepted recipients still waiting for the content's reply.
+    fn open_accepted(&self) -> Vec<usize> {
+        (0..self.outcomes.len())
+            .filter(|&i| self.accepted[i] && self.outcomes[i].is_none())
+            .collect()
+    }
+
+    fn finish(&mut self, i: usize, reply: &Reply, v: Verdict, remote: bool) {
+        let Some(slot) = self.outcomes.get_mut(i) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        let (status, class) = match v {
+            Verdict::Ok => (Status::Delivered, 2),
+            Verdict::Temp => (Status::Deferred, 4),
+            Verdict::Perm => (Status::Bounced, 5),
+        };
+        let mut dsn = dsn_of(reply);
+        if dsn.class != class {
+            dsn = Enhanced::new(class, dsn.subject, dsn.detail);
+        }
+        *slot = Some(RcptOutcome {
+            index: i,
+            status,
+            dsn,
+            reply: reply.clone(),
+            remote,
+        });
+    }
+
+    /// Every open recipient gets this server reply.
+    fn fail_open_with(&mut self, reply: &Reply, v: Verdict) {
+        for i in 0..self.outcomes.len() {
+            self.finish(i, reply, v, true);
+        }
+    }
+
+    /// The greeting or HELO/EHLO was refused: deferred, whatever the class.
+    fn fail_session(&mut self, reply: &Reply) {
+        self.fail_open_with(reply, Verdict::Temp);
+    }
+
+    /// Every open recipient gets a local reason.
+    fn fail_open_local(&mut self, dsn: Enhanced, code: u16, text: &str) {
+        let reply = Reply::new(code, Some(dsn), text);
+        let v = if dsn.class == 5 {
+            Verdict::Perm
+        } else {
+            Verdict::Temp
+        };
+        for i in 0..self.outcomes.len() {
+            self.finish(i, &reply, v, false);
+        }
+    }
+
+    /// Timeouts and lost connections: every open recipient deferred.
+    fn fail_open(&mut self, dsn: Enhanced, text: &str) {
+        self.fail_open_local(dsn, 451, text);
+    }
+
+    fn protocol_error(&mut self, line: &[u8]) {
+        let shown: String = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
+        let text = format!("malformed reply from server: {shown}");
+        self.fail_open(Enhanced::new(4, 5, 0), &text);
+        self.close();
+    }
+
+    fn unexpected(&mut self, reply: Reply) {
+        if reply.code == 421 {
+            self.fail_open_with(&reply, Verdict::Temp);
+        } else {
+            let text = format!("unexpected reply from server: {reply}");
+            self.fail_open(Enhanced::new(4, 5, 0), &text);
+        }
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.maybe_done();
+        self.state = State::Closed;
+        self.expect.clear();
+        self.out.push_back(Output::Close);
+    }
+}
+
+/// ORCPT as stored (`addr-type;address`, decoded) back to its wire form:
+/// the type as is, the address in xtext (RFC 3461 4.2).
+fn encode_orcpt(orcpt: &str) -> String {
+    match orcpt.split_once(';') {
+        Some((kind, addr)) => format!("{kind};{}", encode_xtext(addr)),
+        None => format!("rfc822;{}", encode_xtext(orcpt)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
