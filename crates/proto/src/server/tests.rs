@@ -1,6 +1,8 @@
 //! Unit tests of the session machine: the durability rule (250 after a
 //! message only from `Verdict::Queued`), memory bounds, timers.
 
+use std::time::Duration;
+
 use super::*;
 
 fn config() -> Config {
