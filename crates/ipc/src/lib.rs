@@ -11,6 +11,7 @@
 //! an error value; the caller logs it, closes that connection and serves on.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod delivery;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS recipient (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipient_due ON recipient(state, next_attempt);
 CREATE INDEX IF NOT EXISTS recipient_domain ON recipient(domain);
+CREATE INDEX IF NOT EXISTS message_arrival ON message(arrival);
 ";
 
 /// A recipient's state as the queue manager records it after an attempt
@@ -210,17 +211,24 @@ impl Index {
         )
     }
 
-    /// Recipients due at `now_ms`, oldest first, at most `limit`.
-    pub(crate) fn due(&self, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
+    /// Recipients of `transport` due at `now_ms`, oldest first, at most
+    /// `limit`.
+    pub(crate) fn due(
+        &self,
+        transport: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<Due>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT r.message_id, r.idx, r.address, r.transport, r.next_hop, m.arrival, r.next_attempt, r.attempts
              FROM recipient r JOIN message m ON m.id = r.message_id
              WHERE r.state IN ('queued', 'deferred') AND r.next_attempt <= ?1 AND m.hold = 0
+               AND r.transport = ?3
              ORDER BY r.next_attempt, r.message_id, r.idx
              LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![now_ms, limit as i64], |r| {
+            .query_map(params![now_ms, limit as i64, transport], |r| {
                 Ok(Due {
                     message_id: r.get(0)?,
                     index: r.get(1)?,
@@ -236,12 +244,13 @@ impl Index {
         Ok(rows)
     }
 
-    /// The earliest next attempt of any waiting recipient not on hold.
-    pub(crate) fn next_due(&self) -> rusqlite::Result<Option<i64>> {
+    /// The earliest next attempt of a waiting recipient of `transport` not
+    /// on hold.
+    pub(crate) fn next_due(&self, transport: &str) -> rusqlite::Result<Option<i64>> {
         self.conn.query_row(
             "SELECT MIN(r.next_attempt) FROM recipient r JOIN message m ON m.id = r.message_id
-             WHERE r.state IN ('queued', 'deferred') AND m.hold = 0",
-            [],
+             WHERE r.state IN ('queued', 'deferred') AND m.hold = 0 AND r.transport = ?1",
+            [transport],
             |r| r.get(0),
         )
     }
@@ -480,13 +489,14 @@ mod tests {
         let m = message("A", 1, &["a@r.test", "b@r.test"]);
         assert_eq!(index.insert(std::slice::from_ref(&m), 100).unwrap(), 1);
         assert_eq!(index.insert(&[m], 100).unwrap(), 0);
-        assert_eq!(index.due(99, 10).unwrap().len(), 0);
-        assert_eq!(index.due(100, 10).unwrap().len(), 2);
+        assert_eq!(index.due("smtp", 99, 10).unwrap().len(), 0);
+        assert_eq!(index.due("smtp", 100, 10).unwrap().len(), 2);
+        assert!(index.due("local", 100, 10).unwrap().is_empty());
         index.set_hold(&["A".into()], true).unwrap();
-        assert!(index.due(100, 10).unwrap().is_empty());
-        assert_eq!(index.next_due().unwrap(), None);
+        assert!(index.due("smtp", 100, 10).unwrap().is_empty());
+        assert_eq!(index.next_due("smtp").unwrap(), None);
         index.set_hold(&["A".into()], false).unwrap();
-        assert_eq!(index.next_due().unwrap(), Some(100));
+        assert_eq!(index.next_due("smtp").unwrap(), Some(100));
     }
 
     #[test]
@@ -497,7 +507,10 @@ mod tests {
             .insert(&[message("A", 1, &["a@r.test", "b@r.test"])], 0)
             .unwrap();
         index.set_active("A", &[0, 1]).unwrap();
-        assert!(index.due(0, 10).unwrap().is_empty(), "active is not due");
+        assert!(
+            index.due("smtp", 0, 10).unwrap().is_empty(),
+            "active is not due"
+        );
         index
             .record(
                 "A",
@@ -519,7 +532,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(index.unfinished("A").unwrap(), 1);
-        let due = index.due(500, 10).unwrap();
+        let due = index.due("smtp", 500, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].attempts, 1);
         assert_eq!(
@@ -554,6 +567,6 @@ mod tests {
         }
         let mut index = Index::open(&path).unwrap();
         assert_eq!(index.reset_active(7).unwrap(), 1);
-        assert_eq!(index.due(7, 10).unwrap().len(), 1);
+        assert_eq!(index.due("smtp", 7, 10).unwrap().len(), 1);
     }
 }

@@ -178,13 +178,20 @@ impl Queue {
         }
     }
 
-    /// Moves due recipients from the index into the active queue.
-    pub(crate) fn refill(&mut self, now: i64) -> anyhow::Result<()> {
+    /// Moves due recipients of a transport from the index into the active
+    /// queue. Only transports with a connected agent are refilled: the
+    /// others' recipients wait in the index (and expire there), instead of
+    /// sitting in an active queue that nobody serves.
+    pub(crate) fn refill(
+        &mut self,
+        transport: delivery::Transport,
+        now: i64,
+    ) -> anyhow::Result<()> {
         let room = ACTIVE_LIMIT.saturating_sub(self.scheduler.queued_recipients());
         if room == 0 {
             return Ok(());
         }
-        let due = self.index.due(now, room)?;
+        let due = self.index.due(transport_name(transport), now, room)?;
         // (message, destination) -> (arrival, recipients)
         let mut groups: BTreeMap<(String, Destination), Group> = BTreeMap::new();
         for d in due {
@@ -213,11 +220,7 @@ impl Queue {
         transport: delivery::Transport,
         now: i64,
     ) -> Option<delivery::Job> {
-        let name = match transport {
-            delivery::Transport::Smtp => route::SMTP,
-            delivery::Transport::Local => route::LOCAL,
-        };
-        let job = self.scheduler.next(name, now)?;
+        let job = self.scheduler.next(transport_name(transport), now)?;
         let job_id = self.next_job_id;
         self.next_job_id += 1;
         let wire = delivery::Job {
@@ -589,9 +592,10 @@ impl Queue {
         Ok(())
     }
 
-    /// When something next becomes due (ms), if anything waits.
-    pub(crate) fn next_due(&self) -> anyhow::Result<Option<i64>> {
-        Ok(self.index.next_due()?)
+    /// When something for `transport` next becomes due (ms), if anything
+    /// waits.
+    pub(crate) fn next_due(&self, transport: delivery::Transport) -> anyhow::Result<Option<i64>> {
+        Ok(self.index.next_due(transport_name(transport))?)
     }
 
     /// ETRN: deferred mail for `domain` is due now.
@@ -672,6 +676,14 @@ impl Queue {
             self.index.record(message_id, &updates, false)?;
         }
         Ok(())
+    }
+}
+
+/// The index's name of a transport.
+fn transport_name(transport: delivery::Transport) -> &'static str {
+    match transport {
+        delivery::Transport::Smtp => route::SMTP,
+        delivery::Transport::Local => route::LOCAL,
     }
 }
 

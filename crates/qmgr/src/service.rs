@@ -29,11 +29,14 @@ const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
 const DELIVERY: Token = Token(2);
 const FIRST_PEER: usize = 16;
-/// How often `queue/` is scanned for files whose hint was lost, and the
-/// queue lifetime checked.
+/// How often `queue/` is scanned for files whose hint was lost.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
+/// How often waiting recipients are checked against the queue lifetime.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 /// The loop wakes at least this often to look for due recipients.
 const TICK: Duration = Duration::from_secs(1);
+/// The shortest wait for due work (see the loop).
+const MIN_WAIT: Duration = Duration::from_millis(20);
 
 enum Kind {
     /// A client of `qmgr.sock`.
@@ -66,6 +69,7 @@ pub(crate) struct Service {
     next_token: usize,
     queue: Queue,
     next_scan: Instant,
+    next_expire: Instant,
 }
 
 fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
@@ -103,6 +107,7 @@ impl Service {
             next_token: FIRST_PEER,
             queue,
             next_scan: Instant::now() + SCAN_EVERY,
+            next_expire: Instant::now() + EXPIRE_EVERY,
         })
     }
 
@@ -112,14 +117,20 @@ impl Service {
         loop {
             self.schedule()?;
             let now = Instant::now();
-            let until_due = self
-                .queue
-                .next_due()?
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(TICK);
+            // Due work matters only to transports with an idle agent; what
+            // is due but could not be handed out (limits) is looked at again
+            // after a short pause rather than in a busy loop.
+            let mut until_due = TICK;
+            for transport in self.idle_transports() {
+                if let Some(at) = self.queue.next_due(transport)? {
+                    let wait = Duration::from_millis((at - now_ms()).max(0) as u64).max(MIN_WAIT);
+                    until_due = until_due.min(wait);
+                }
+            }
             let timeout = until_due
                 .min(TICK)
-                .min(self.next_scan.saturating_duration_since(now));
+                .min(self.next_scan.saturating_duration_since(now))
+                .min(self.next_expire.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e.into());
@@ -154,18 +165,18 @@ impl Service {
                 if found > 0 {
                     log::info!("scan found {found} queue file(s) without a hint");
                 }
-                self.queue.expire(now_ms())?;
                 self.next_scan = Instant::now() + SCAN_EVERY;
+            }
+            if Instant::now() >= self.next_expire {
+                self.queue.expire(now_ms())?;
+                self.next_expire = Instant::now() + EXPIRE_EVERY;
             }
         }
     }
 
-    /// Fills the active queue and hands jobs to idle agents.
-    fn schedule(&mut self) -> anyhow::Result<()> {
-        let now = now_ms();
-        self.queue.defer_suspended(now)?;
-        let idle: Vec<(Token, Transport)> = self
-            .peers
+    /// Agents waiting for a job, and their transports.
+    fn idle_agents(&self) -> Vec<(Token, Transport)> {
+        self.peers
             .iter()
             .filter_map(|(t, p)| match p.kind {
                 Kind::Agent {
@@ -174,11 +185,29 @@ impl Service {
                 } if !p.closed => Some((*t, tr)),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Transports with at least one idle agent.
+    fn idle_transports(&self) -> Vec<Transport> {
+        let mut transports: Vec<Transport> =
+            self.idle_agents().into_iter().map(|(_, t)| t).collect();
+        transports.sort();
+        transports.dedup();
+        transports
+    }
+
+    /// Fills the active queue and hands jobs to idle agents.
+    fn schedule(&mut self) -> anyhow::Result<()> {
+        let now = now_ms();
+        self.queue.defer_suspended(now)?;
+        let idle = self.idle_agents();
         if idle.is_empty() {
             return Ok(());
         }
-        self.queue.refill(now)?;
+        for transport in self.idle_transports() {
+            self.queue.refill(transport, now)?;
+        }
         for (token, transport) in idle {
             let Some(job) = self.queue.next_job(transport, now) else {
                 continue;

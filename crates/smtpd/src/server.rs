@@ -29,6 +29,8 @@ const FIRST_CONNECTION: usize = 1 << 16;
 /// Stop reading from a client while this much of its replies is unsent.
 const OUT_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// How long an ETRN may wait for the queue manager.
+const ETRN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Connection {
     stream: TcpStream,
@@ -318,15 +320,8 @@ impl Server {
                     c.session.handle_verdict(verdict, Instant::now());
                 }
                 Output::Ask(Ask::Etrn { domain }) => {
-                    // The queue manager, which flushes a domain, comes with
-                    // the store-and-forward issue; until then, say so.
-                    log::info!(
-                        "ETRN {} from {}: no queue manager to flush it yet",
-                        sluice_log::printable(&domain, 255),
-                        sluice_log::line::peer(None, c.peer.ip())
-                    );
-                    c.session
-                        .handle_verdict(Verdict::EtrnUnavailable, Instant::now());
+                    let verdict = self.context.etrn(&domain, c.peer.ip());
+                    c.session.handle_verdict(verdict, Instant::now());
                 }
                 Output::Log(event) => log_event(&event, &c.session, c.peer.ip()),
                 Output::Close => c.closing = true,
@@ -454,6 +449,50 @@ impl Context {
             Err(e) => {
                 log::error!("{queue_id}: queue file write error: {e}");
                 Verdict::TempFail
+            }
+        }
+    }
+
+    /// ETRN: asks the queue manager to attempt the domain's deferred mail
+    /// now. A rare command: the loop waits for the answer, at most
+    /// [`ETRN_TIMEOUT`].
+    fn etrn(&mut self, domain: &str, addr: IpAddr) -> Verdict {
+        use sluice_ipc::qmgr::{Request, Response, PROTOCOL, VERSION};
+        let hello = sluice_ipc::Hello {
+            protocol: PROTOCOL.to_owned(),
+            version: VERSION,
+        };
+        let request = Request::Etrn {
+            domain: domain.to_owned(),
+        };
+        let answer = sluice_ipc::call::call::<_, Response>(
+            &self.qmgr_socket,
+            &hello,
+            &request,
+            ETRN_TIMEOUT,
+        );
+        let peer = sluice_log::line::peer(None, addr);
+        match answer {
+            Ok(Response::Done { messages }) => {
+                log::info!(
+                    "ETRN {} from {peer}: {messages} message(s) flushed",
+                    sluice_log::printable(domain, 255)
+                );
+                Verdict::EtrnStarted
+            }
+            Ok(other) => {
+                log::warn!(
+                    "ETRN {} from {peer}: queue manager said {other:?}",
+                    sluice_log::printable(domain, 255)
+                );
+                Verdict::EtrnUnavailable
+            }
+            Err(e) => {
+                log::warn!(
+                    "ETRN {} from {peer}: {e}",
+                    sluice_log::printable(domain, 255)
+                );
+                Verdict::EtrnUnavailable
             }
         }
     }
