@@ -1,13 +1,135 @@
-//! `sluice-smtp`: the outbound SMTP/LMTP delivery agent.
+//! `sluice-smtp`: the Sluice outbound SMTP delivery agent.
 //!
-//! # Status
-//! Not built yet: this program's job comes with issue #3. Until then it
-//! says so and exits with status 2, so that nothing mistakes it for working.
+//! # Synopsis
+//! `sluice-smtp [--config FILE] [--syslog]` — started by `sluice-master`
+//! (`queue.smtp_agents` of them), never by hand.
+//!
+//! # Description
+//! A long-lived agent. It connects to the queue manager on
+//! `run_dir/delivery.sock` (retrying every 200 ms until the socket
+//! answers), checks its `Hello` (protocol `sluice-delivery`, version 1),
+//! announces itself `Ready` for the `Smtp` transport, then takes one job at
+//! a time: a queue ID, a next hop and some recipients. For each job it
+//! reads the queue file read-only, checks that every job recipient is the
+//! file's recipient at that index, and delivers the message over SMTP with
+//! the `sluice_proto::client` session (EHLO, falling back to HELO;
+//! PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and DSN when offered; the content
+//! dot-stuffed on the wire). It answers with exactly one result per job
+//! recipient: delivered (2xx after the content), deferred (4xx, timeouts,
+//! connection failures, no route yet) or bounced (5xx).
+//!
+//! Next hops today: `[host]:port` and IP addresses (a name in brackets is
+//! resolved with the system resolver, A and AAAA, each address tried in
+//! turn). An unbracketed host or a bare domain needs MX lookup (issue #4)
+//! and is deferred `4.4.3` with a reason saying so; LMTP next hops are
+//! deferred too. If no address accepts a connection the recipients are
+//! deferred `4.4.1` with no remote MTA, which tells the queue manager the
+//! hop is unreachable.
+//!
+//! Timeouts: `smtp.connect_timeout` for each TCP connection,
+//! `smtp.command_timeout` for every other step (greeting, each reply, each
+//! content chunk). EHLO uses `smtp.helo_name`, else the host name.
+//!
+//! If the queue manager goes away (EOF, broken frame) the agent reconnects.
+//! On SIGTERM or SIGINT it finishes and reports the job in progress, if
+//! any, and exits 0.
+//!
+//! # Security
+//! Runs as the unprivileged `user` (it drops privileges at start when run
+//! as root). Server replies are hostile: they reach only the protocol
+//! machine, which bounds them, and are passed through `printable` before
+//! they are logged or reported. The queue file is opened read-only.
+//!
+//! # Diagnostics
+//! One line per recipient on stderr or syslog (tag `sluice/smtp`):
+//! `QUEUEID: to=<rcpt>, relay=host[ip]:port, delay=S, delays=a/b/c/d,
+//! dsn=X.Y.Z, status=sent|deferred|bounced (reply or reason)`, where the
+//! delays are: before the active queue, in it, connection set-up (name
+//! resolution and TCP connect) and the SMTP conversation. Exit status 1
+//! when the config cannot be read or the queue manager speaks another
+//! protocol version.
 //!
 //! # Must never
-//! Pretend to have done its job.
+//! Report a recipient delivered without the server's 2xx to the end of the
+//! content, answer a job with other than one result per recipient, or exit
+//! because of a bad job or a bad peer.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod connection;
+mod delivery;
+mod route;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sluice_proto::client::Timeouts;
+
+/// Command line of `sluice-smtp`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-smtp",
+    version,
+    about = "Sluice outbound SMTP delivery agent (started by sluice-master)"
+)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Log to syslog (facility mail) instead of stderr.
+    #[arg(long)]
+    syslog: bool,
+}
 
 fn main() -> std::process::ExitCode {
-    eprintln!("sluice-smtp: not implemented yet (the outbound SMTP/LMTP delivery agent comes with issue #3)");
-    std::process::ExitCode::from(2)
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("fatal: {text}");
+            } else {
+                eprintln!("sluice-smtp: fatal: {text}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let config = sluice_config::load(&args.config)?;
+    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
+    let sink = if args.syslog {
+        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
+    } else {
+        sluice_log::Sink::Stderr
+    };
+    sluice_log::init(
+        &format!("{}/smtp", config.log.tag_prefix),
+        &hostname,
+        sink,
+        log::LevelFilter::Info,
+    )?;
+    sluice_daemon::drop_privileges(&config.user).context("dropping privileges")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let helo_name = if config.smtp.helo_name.is_empty() {
+        hostname
+    } else {
+        config.smtp.helo_name.clone()
+    };
+    let settings = delivery::Settings {
+        spool: sluice_spool::Spool::new(&config.spool_dir),
+        helo_name,
+        connect_timeout: config.smtp.connect_timeout,
+        timeouts: Timeouts::uniform(config.smtp.command_timeout),
+    };
+    agent::serve(&config.run_dir, &settings, &stop)
 }

@@ -1,0 +1,412 @@
+//! One job: read the queue file, check the job against it, find the next
+//! hop, deliver, and turn the outcomes into one result and one log line per
+//! recipient.
+//!
+//! # Must never
+//! Answer a job with other than exactly one result per job recipient, in
+//! the job's order; report a recipient delivered that the server did not
+//! accept; or write to the spool (the queue file is only read).
+//!
+//! # Security
+//! The job comes from the queue manager and is checked against the queue
+//! file: a recipient whose index or address does not match is deferred,
+//! never delivered. Reply text from the server passes
+//! `sluice_log::printable` before it is logged or reported.
+//!
+//! # Errors
+//! Every failure (unreadable queue file, bad next hop, network) is a
+//! deferral with a reason; none stops the agent.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use sluice_ipc::delivery::{Job, JobResult, Outcome, RecipientResult};
+use sluice_proto::client::{self, Params, RcptOutcome, Status, Timeouts};
+use sluice_proto::envelope::Envelope;
+use sluice_proto::reply::Enhanced;
+use sluice_spool::{QueueId, Spool};
+
+use crate::connection::{self, local_outcome};
+use crate::route;
+
+/// What every job needs from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The spool to read queue files from.
+    pub(crate) spool: Spool,
+    /// The EHLO name.
+    pub(crate) helo_name: String,
+    /// TCP connect timeout.
+    pub(crate) connect_timeout: Duration,
+    /// Per-step SMTP timeouts.
+    pub(crate) timeouts: Timeouts,
+}
+
+/// The log's `status=` word.
+pub(crate) fn status_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Delivered => "sent",
+        Outcome::Deferred => "deferred",
+        Outcome::Bounced => "bounced",
+    }
+}
+
+fn outcome_of(status: Status) -> Outcome {
+    match status {
+        Status::Delivered => Outcome::Delivered,
+        Status::Deferred => Outcome::Deferred,
+        Status::Bounced => Outcome::Bounced,
+    }
+}
+
+/// The result reported for one recipient.
+pub(crate) fn recipient_result(
+    index: u32,
+    outcome: &RcptOutcome,
+    remote_mta: Option<&str>,
+) -> RecipientResult {
+    RecipientResult {
+        index,
+        outcome: outcome_of(outcome.status),
+        dsn: outcome.dsn.to_string(),
+        reply: sluice_log::printable(&outcome.text(), 512),
+        remote_mta: remote_mta.map(str::to_owned),
+    }
+}
+
+fn deferral(index: u32, dsn: &str, reason: &str) -> RecipientResult {
+    RecipientResult {
+        index,
+        outcome: Outcome::Deferred,
+        dsn: dsn.to_owned(),
+        reply: sluice_log::printable(reason, 512),
+        remote_mta: None,
+    }
+}
+
+/// Timing facts for the `delay=` and `delays=` fields.
+struct Clock {
+    arrival: Option<SystemTime>,
+    job_start: SystemTime,
+    queue_wait: Duration,
+}
+
+impl Clock {
+    fn log(
+        &self,
+        queue_id: &str,
+        to: &str,
+        relay: &str,
+        r: &RecipientResult,
+        c: Duration,
+        d: Duration,
+    ) {
+        let since_arrival = self
+            .arrival
+            .and_then(|a| self.job_start.duration_since(a).ok())
+            .unwrap_or_default();
+        let before = since_arrival.saturating_sub(self.queue_wait);
+        let delays = [
+            before.as_secs_f64(),
+            self.queue_wait.as_secs_f64(),
+            c.as_secs_f64(),
+            d.as_secs_f64(),
+        ];
+        let line = sluice_log::line::delivery(&sluice_log::line::Delivery {
+            queue_id,
+            to,
+            relay,
+            delay: delays.iter().sum(),
+            delays,
+            dsn: &r.dsn,
+            status: status_word(r.outcome),
+            reply: &r.reply,
+        });
+        log::info!("{line}");
+    }
+}
+
+/// Delivers one job; the result has one entry per job recipient, in order.
+pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
+    let mut clock = Clock {
+        arrival: None,
+        job_start: SystemTime::now(),
+        queue_wait: Duration::from_millis(job.queue_wait_ms),
+    };
+    let started = Instant::now();
+    let finish = |results: Vec<RecipientResult>| JobResult {
+        job_id: job.job_id,
+        recipients: results,
+    };
+    let defer_all = |clock: &Clock, dsn: &str, reason: &str| {
+        let results: Vec<RecipientResult> = job
+            .recipients
+            .iter()
+            .map(|r| deferral(r.index, dsn, reason))
+            .collect();
+        for (jr, r) in job.recipients.iter().zip(&results) {
+            clock.log(
+                &job.queue_id,
+                &jr.address,
+                "none",
+                r,
+                started.elapsed(),
+                Duration::ZERO,
+            );
+        }
+        results
+    };
+
+    let file = match job.queue_id.parse::<QueueId>() {
+        Err(e) => return finish(defer_all(&clock, "4.3.0", &format!("bad queue ID: {e}"))),
+        Ok(id) => match settings.spool.read(id) {
+            Ok(file) => file,
+            Err(e) => {
+                log::warn!("{}: cannot read queue file: {e}", job.queue_id);
+                let reason = format!("cannot read queue file: {e}");
+                return finish(defer_all(&clock, "4.3.0", &reason));
+            }
+        },
+    };
+    clock.arrival = Some(file.arrival);
+
+    // Each job recipient must be the file's recipient at that index.
+    let mut results: Vec<Option<RecipientResult>> = vec![None; job.recipients.len()];
+    let mut sending = Vec::new(); // positions in job.recipients
+    for (pos, jr) in job.recipients.iter().enumerate() {
+        let in_file = usize::try_from(jr.index)
+            .ok()
+            .and_then(|i| file.envelope.recipients.get(i));
+        match in_file {
+            Some(r) if r.address == jr.address => sending.push(pos),
+            _ => {
+                let reason = format!(
+                    "recipient #{} <{}> does not match the queue file",
+                    jr.index, jr.address
+                );
+                log::warn!("{}: {reason}", job.queue_id);
+                let r = deferral(jr.index, "4.3.0", &reason);
+                clock.log(
+                    &job.queue_id,
+                    &jr.address,
+                    "none",
+                    &r,
+                    Duration::ZERO,
+                    Duration::ZERO,
+                );
+                results[pos] = Some(r);
+            }
+        }
+    }
+
+    if !sending.is_empty() {
+        let routed =
+            route::target(&job.next_hop).and_then(|t| route::resolve(&t).map(|addrs| (t, addrs)));
+        match routed {
+            Err(defer) => {
+                for &pos in &sending {
+                    let jr = &job.recipients[pos];
+                    let r = deferral(jr.index, defer.dsn, &defer.reason);
+                    clock.log(
+                        &job.queue_id,
+                        &jr.address,
+                        "none",
+                        &r,
+                        started.elapsed(),
+                        Duration::ZERO,
+                    );
+                    results[pos] = Some(r);
+                }
+            }
+            Ok((target, addrs)) => {
+                let envelope = Envelope {
+                    recipients: sending
+                        .iter()
+                        .filter_map(|&pos| {
+                            let i = usize::try_from(job.recipients[pos].index).ok()?;
+                            file.envelope.recipients.get(i).cloned()
+                        })
+                        .collect(),
+                    ..file.envelope.clone()
+                };
+                let params = Params {
+                    helo_name: settings.helo_name.clone(),
+                    envelope,
+                    message_size: file.content.len() as u64,
+                    timeouts: settings.timeouts,
+                };
+                let attempt = connection::deliver(
+                    &target,
+                    &addrs,
+                    params,
+                    &file.content,
+                    settings.connect_timeout,
+                );
+                for (k, &pos) in sending.iter().enumerate() {
+                    let jr = &job.recipients[pos];
+                    let fallback;
+                    let outcome = match attempt.outcomes.get(k) {
+                        Some(o) => o,
+                        None => {
+                            let dsn = Enhanced::new(4, 3, 0);
+                            fallback = local_outcome(k, client::Status::Deferred, dsn, "no result");
+                            &fallback
+                        }
+                    };
+                    let r = recipient_result(jr.index, outcome, attempt.remote_mta.as_deref());
+                    clock.log(
+                        &job.queue_id,
+                        &jr.address,
+                        &attempt.relay,
+                        &r,
+                        attempt.setup,
+                        attempt.transmission,
+                    );
+                    results[pos] = Some(r);
+                }
+            }
+        }
+    }
+    finish(
+        results
+            .into_iter()
+            .zip(&job.recipients)
+            .map(|(r, jr)| r.unwrap_or_else(|| deferral(jr.index, "4.3.0", "no result")))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::reply::Reply;
+
+    fn remote(status: Status, reply: Reply) -> RcptOutcome {
+        RcptOutcome {
+            index: 0,
+            status,
+            dsn: reply.enhanced.unwrap_or(Enhanced::new(4, 0, 0)),
+            reply,
+            remote: true,
+        }
+    }
+
+    #[test]
+    fn maps_outcomes_to_results() {
+        let sent = remote(
+            Status::Delivered,
+            Reply::new(250, Some(Enhanced::new(2, 0, 0)), "Ok: queued as X"),
+        );
+        let r = recipient_result(3, &sent, Some("mx.example"));
+        assert_eq!(r.index, 3);
+        assert_eq!(r.outcome, Outcome::Delivered);
+        assert_eq!(r.dsn, "2.0.0");
+        assert_eq!(r.reply, "250 2.0.0 Ok: queued as X");
+        assert_eq!(r.remote_mta.as_deref(), Some("mx.example"));
+        assert_eq!(status_word(r.outcome), "sent");
+
+        let bounced = remote(
+            Status::Bounced,
+            Reply::new(550, Some(Enhanced::new(5, 1, 1)), "unknown \u{e9}"),
+        );
+        let r = recipient_result(0, &bounced, Some("mx"));
+        assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Bounced, "5.1.1"));
+        assert_eq!(r.reply, "550 5.1.1 unknown ?", "printable only");
+        assert_eq!(status_word(r.outcome), "bounced");
+
+        let local = local_outcome(
+            0,
+            Status::Deferred,
+            Enhanced::new(4, 4, 1),
+            "connect to h[127.0.0.1]:25: Connection refused",
+        );
+        let r = recipient_result(1, &local, None);
+        assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Deferred, "4.4.1"));
+        assert_eq!(r.reply, "connect to h[127.0.0.1]:25: Connection refused");
+        assert_eq!(r.remote_mta, None);
+        assert_eq!(status_word(r.outcome), "deferred");
+    }
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        Settings {
+            spool: Spool::new(dir),
+            helo_name: "out.example".into(),
+            connect_timeout: Duration::from_secs(1),
+            timeouts: Timeouts::uniform(Duration::from_secs(5)),
+        }
+    }
+
+    fn job(queue_id: &str, next_hop: &str) -> Job {
+        Job {
+            job_id: 7,
+            queue_id: queue_id.into(),
+            next_hop: next_hop.into(),
+            recipients: vec![
+                sluice_ipc::delivery::JobRecipient {
+                    index: 0,
+                    address: "a@example.org".into(),
+                },
+                sluice_ipc::delivery::JobRecipient {
+                    index: 5,
+                    address: "b@example.org".into(),
+                },
+            ],
+            queue_wait_ms: 10,
+        }
+    }
+
+    #[test]
+    fn unreadable_queue_file_defers_every_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        for id in ["not-an-id".to_string(), QueueId::generate().to_string()] {
+            let r = deliver_job(&s, &job(&id, "[127.0.0.1]:25"));
+            assert_eq!(r.job_id, 7);
+            assert_eq!(r.recipients.len(), 2);
+            assert_eq!(r.recipients[1].index, 5);
+            assert!(r.recipients.iter().all(|r| r.outcome == Outcome::Deferred
+                && r.dsn == "4.3.0"
+                && r.remote_mta.is_none()));
+        }
+    }
+
+    #[test]
+    fn mismatched_recipients_and_mx_hops_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create_layout(None).unwrap();
+        let id = QueueId::generate();
+        let envelope = Envelope {
+            sender: "s@example.net".into(),
+            recipients: vec![sluice_proto::envelope::Recipient {
+                address: "a@example.org".into(),
+                notify: None,
+                orcpt: None,
+            }],
+            ..Envelope::default()
+        };
+        let source = sluice_spool::Source::Local {
+            uid: 0,
+            user: "root".into(),
+        };
+        spool
+            .commit(&sluice_spool::Message {
+                id,
+                arrival: SystemTime::now(),
+                source: &source,
+                envelope: &envelope,
+                content: &[b"Subject: x\r\n\r\nhi\r\n"],
+            })
+            .unwrap();
+        let r = deliver_job(&settings(dir.path()), &job(&id.to_string(), "example.org"));
+        assert_eq!(r.recipients.len(), 2);
+        assert_eq!(r.recipients[0].dsn, "4.4.3");
+        assert!(r.recipients[0]
+            .reply
+            .contains("no route to example.org: MX lookup is not implemented yet (issue #4)"));
+        assert_eq!(r.recipients[1].dsn, "4.3.0");
+        assert!(r.recipients[1]
+            .reply
+            .contains("does not match the queue file"));
+        assert!(r.recipients.iter().all(|r| r.outcome == Outcome::Deferred));
+    }
+}
