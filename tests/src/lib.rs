@@ -9,6 +9,8 @@
 //! to `run_dir/listeners`), or synchronise by sleeping a fixed time: every
 //! wait polls a condition against a deadline.
 
+pub mod sink;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
@@ -182,6 +184,32 @@ impl Instance {
         children_named(self.master_pid(), "sluice-smtpd")
     }
 
+    /// Live children of the master running `name`.
+    pub fn daemon_pids(&self, name: &str) -> Vec<Pid> {
+        children_named(self.master_pid(), name)
+    }
+
+    /// How many times `needle` occurs in the log so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Runs `sluice-queue` with this instance's config (as the current
+    /// user, or as `uid` when given); returns (exit code, stdout, stderr).
+    pub fn queue_tool(&self, args: &[&str], uid: Option<u32>) -> (i32, String, String) {
+        let mut command = Command::new(program("sluice-queue"));
+        command.arg("--config").arg(&self.config_path).args(args);
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        let out = command.output().expect("run sluice-queue");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Everything logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -251,10 +279,15 @@ pub fn test_user() -> String {
 }
 
 /// Polls `done` until it is true; panics after [`DEADLINE`].
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_up_to(DEADLINE, what, done);
+}
+
+/// Polls `done` until it is true; panics after `limit`.
+pub fn wait_up_to(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -38,9 +38,17 @@ fn domain_matches(list: &[String], domain: &str) -> bool {
     })
 }
 
-/// Resolves one recipient.
+/// Resolves one recipient. An address without a domain (`<postmaster>`,
+/// RFC 5321 4.5.1) is local.
 pub(crate) fn resolve(config: &Config, address: &str) -> Route {
     let domain = domain_of(address);
+    if domain.is_empty() {
+        return Route {
+            domain,
+            transport: LOCAL,
+            next_hop: String::new(),
+        };
+    }
     let route = |next_hop: &sluice_config::NextHop| Route {
         domain: domain.clone(),
         transport: SMTP,
@@ -95,6 +103,7 @@ mod tests {
         assert_eq!(r.domain, "relay.test");
         assert_eq!(resolve(&c, "a@x.sub.test").next_hop, "[127.0.0.2]:25");
         assert_eq!(resolve(&c, "a@local.test").transport, LOCAL);
+        assert_eq!(resolve(&c, "postmaster").transport, LOCAL);
         assert_eq!(resolve(&c, "a@far.test").next_hop, "smarthost.test:587");
         let no_smarthost = config(r#"( relay_domains: ["relay.test"] )"#);
         assert_eq!(resolve(&no_smarthost, "a@far.test").next_hop, "far.test");

@@ -1,0 +1,211 @@
+//! A counting SMTP sink on loopback that the tests control: it records
+//! every message it accepts (envelope and exact bytes), counts connections,
+//! and answers RCPT and end-of-data with replies the test sets at run time
+//! (e.g. 451 for a while, then 250).
+//!
+//! # Must never
+//! Bind anything but a loopback address.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One accepted message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// MAIL FROM.
+    pub from: String,
+    /// Accepted RCPT TOs.
+    pub to: Vec<String>,
+    /// The content, dot-unstuffed, CRLF line ends.
+    pub data: Vec<u8>,
+    /// Which connection (1-based) carried it.
+    pub connection: usize,
+}
+
+type RcptRule = Box<dyn Fn(&str) -> String + Send>;
+
+struct Shared {
+    messages: Mutex<Vec<Received>>,
+    connections: AtomicUsize,
+    rcpt_rule: Mutex<RcptRule>,
+    data_reply: Mutex<String>,
+    stop: AtomicBool,
+}
+
+/// The running sink; it stops when dropped.
+pub struct Sink {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Sink {
+    /// Listens on `ip` (a loopback address), port chosen by the kernel;
+    /// accepts everything until told otherwise.
+    pub fn start(ip: &str) -> Sink {
+        let ip: IpAddr = ip.parse().expect("ip");
+        assert!(ip.is_loopback(), "sinks only on loopback");
+        let listener = TcpListener::bind((ip, 0)).expect("bind sink");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared {
+            messages: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            rcpt_rule: Mutex::new(Box::new(|_| "250 2.1.5 Ok".to_owned())),
+            data_reply: Mutex::new("250 2.0.0 Ok: queued".to_owned()),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            while !s.stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let n = s.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                        let s = Arc::clone(&s);
+                        std::thread::spawn(move || {
+                            let _ = serve(stream, &s, n);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Sink { addr, shared }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A `routes` value pointing at this sink.
+    pub fn route(&self) -> String {
+        format!("[{}]:{}", self.addr.ip(), self.addr.port())
+    }
+
+    /// Sets the reply to RCPT TO, per address.
+    pub fn on_rcpt(&self, rule: impl Fn(&str) -> String + Send + 'static) {
+        *self.shared.rcpt_rule.lock().expect("lock") = Box::new(rule);
+    }
+
+    /// Sets the reply after the data.
+    pub fn on_data(&self, reply: &str) {
+        *self.shared.data_reply.lock().expect("lock") = reply.to_owned();
+    }
+
+    /// Everything accepted so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.shared.messages.lock().expect("lock").clone()
+    }
+
+    /// How many messages were accepted so far.
+    pub fn count(&self) -> usize {
+        self.shared.messages.lock().expect("lock").len()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    out.write_all(b"220 sink.test ESMTP test sink\r\n")?;
+    let mut from = String::new();
+    let mut to = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+        let upper = text.to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES".to_owned()
+        } else if upper.starts_with("HELO") {
+            "250 sink.test".to_owned()
+        } else if upper.starts_with("MAIL FROM:") {
+            from = path(&text[10..]);
+            to.clear();
+            "250 2.1.0 Ok".to_owned()
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = path(&text[8..]);
+            let reply = (shared.rcpt_rule.lock().expect("lock"))(&rcpt);
+            if reply.starts_with('2') {
+                to.push(rcpt);
+            }
+            reply
+        } else if upper == "DATA" {
+            if to.is_empty() {
+                "554 5.5.1 Error: no valid recipients".to_owned()
+            } else {
+                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                let data = read_data(&mut reader)?;
+                let reply = shared.data_reply.lock().expect("lock").clone();
+                if reply.starts_with('2') {
+                    shared.messages.lock().expect("lock").push(Received {
+                        from: from.clone(),
+                        to: std::mem::take(&mut to),
+                        data,
+                        connection,
+                    });
+                }
+                reply
+            }
+        } else if upper == "RSET" {
+            to.clear();
+            "250 2.0.0 Ok".to_owned()
+        } else if upper == "NOOP" {
+            "250 2.0.0 Ok".to_owned()
+        } else if upper == "QUIT" {
+            out.write_all(b"221 2.0.0 Bye\r\n")?;
+            return Ok(());
+        } else {
+            "502 5.5.2 Error: command not recognized".to_owned()
+        };
+        out.write_all(reply.as_bytes())?;
+        out.write_all(b"\r\n")?;
+    }
+}
+
+fn path(arg: &str) -> String {
+    let arg = arg.trim();
+    let inner = arg
+        .strip_prefix('<')
+        .and_then(|a| a.split_once('>'))
+        .map(|(p, _)| p)
+        .unwrap_or(arg);
+    inner.to_owned()
+}
+
+fn read_data(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == b".\r\n" {
+            return Ok(data);
+        }
+        let unstuffed = if line.starts_with(b".") {
+            &line[1..]
+        } else {
+            &line[..]
+        };
+        data.extend_from_slice(unstuffed);
+    }
+}
