@@ -34,6 +34,9 @@ use serde::Serialize;
 
 use crate::localtime::LocalTime;
 
+/// The index schema this tool reads (the queue manager's `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
 /// Recipient states still waiting for delivery, as SQL.
 const PENDING: &str = "('queued', 'active', 'deferred')";
 
@@ -184,9 +187,18 @@ pub(crate) fn open_index(spool_dir: &Path) -> anyhow::Result<Option<Connection>>
         conn.busy_timeout(Duration::from_secs(5))?;
         Ok(conn)
     };
-    open()
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let conn = open().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // 0: the queue manager has created the file but not the schema yet.
+    if version != 0 && version != SCHEMA_VERSION {
+        anyhow::bail!(
+            "{}: index schema version {version}; this sluice-queue reads version {SCHEMA_VERSION}",
+            path.display()
+        );
+    }
+    Ok(Some(conn))
 }
 
 /// One waiting recipient of a listed message.
@@ -651,6 +663,12 @@ mod tests {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(open_index(dir.path()).expect("open").is_none());
+        assert!(open_index(f.spool()).expect("open").is_some());
+        f.writer()
+            .pragma_update(None, "user_version", 2)
+            .expect("user_version");
+        let e = open_index(f.spool()).expect_err("newer schema");
+        assert!(e.to_string().contains("schema version 2"), "{e}");
         assert_eq!(
             list(None, &Filter::default(), Format::Mailq),
             "Mail queue is empty\n"

@@ -234,7 +234,8 @@ fn run(config_path: &Path, command: Command) -> Result<(), Failure> {
         _ => None,
     };
 
-    let config = sluice_config::load(config_path).map_err(anyhow::Error::from)?;
+    // The config error's text already names the file, line, key and cause.
+    let config = sluice_config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut clock = LocalTime::system();
