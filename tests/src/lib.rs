@@ -71,6 +71,7 @@ pub struct Instance {
     /// Where master and daemons write their stderr.
     pub log_path: PathBuf,
     master: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Instance {
@@ -108,7 +109,13 @@ impl Instance {
             run_dir,
             log_path,
             master: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the master started next.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// The instance's temporary directory.
@@ -130,6 +137,7 @@ impl Instance {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0)
             .spawn()
             .expect("spawn sluice-master");

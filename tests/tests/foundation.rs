@@ -239,3 +239,65 @@ fn sigterm_lets_a_transaction_finish_then_stops_everything() {
         "still listening"
     );
 }
+
+#[test]
+fn master_tells_systemd_it_is_ready() {
+    let mut sluice = relay_instance();
+    let notify_path = sluice.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+    socket
+        .set_read_timeout(Some(sluice_e2e::DEADLINE))
+        .expect("timeout");
+    sluice.set_env("NOTIFY_SOCKET", notify_path.to_str().expect("path"));
+    sluice.start();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("READY=1 datagram");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Readiness comes after the sockets are bound.
+    assert!(sluice.run_dir.join("listeners").exists());
+}
+
+#[test]
+fn sighup_rereads_the_config_and_a_bad_one_is_refused() {
+    let mut sluice = relay_instance();
+    let addr = sluice.start();
+    let one = |to: &[&str]| {
+        let mut raw = Raw::connect(addr);
+        raw.command("EHLO client.test");
+        raw.command("MAIL FROM:<a@client.test>");
+        let replies: Vec<String> = to
+            .iter()
+            .map(|t| raw.command(&format!("RCPT TO:<{t}>")))
+            .collect();
+        raw.command("QUIT");
+        replies
+    };
+    assert!(one(&["a@relay.test", "b@relay.test"])[1].starts_with("250"));
+    let good = std::fs::read_to_string(&sluice.config_path).expect("config");
+    // A broken file: the master keeps the running configuration.
+    std::fs::write(&sluice.config_path, "( smtpd: ( no_such_key: 1 ) )").expect("write");
+    kill(sluice.master_pid(), Signal::SIGHUP).expect("HUP");
+    wait_for("the refusal", || {
+        sluice
+            .log()
+            .contains("reload failed, keeping the running configuration")
+    });
+    assert!(sluice.log().contains("no_such_key"), "{}", sluice.log());
+    assert!(one(&["a@relay.test", "b@relay.test"])[1].starts_with("250"));
+    // A good one with a recipient limit of 1: new daemons enforce it.
+    let before = sluice.smtpd_pids();
+    std::fs::write(
+        &sluice.config_path,
+        good.replace("processes: 2,", "processes: 2, max_recipients: 1,"),
+    )
+    .expect("write");
+    kill(sluice.master_pid(), Signal::SIGHUP).expect("HUP");
+    wait_for("new smtpd processes", || {
+        let now = sluice.smtpd_pids();
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    });
+    let replies = one(&["a@relay.test", "b@relay.test"]);
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    assert!(replies[1].starts_with("452 4.5.3"), "{replies:?}");
+    assert_eq!(sluice.smtp_addr(), addr, "the listening socket is kept");
+}
