@@ -42,16 +42,23 @@ fn hold_release_flush_and_delete_do_what_they_say() {
     let held = queue_one(&sluice, "held");
     let flushed = queue_one(&sluice, "flushed");
     let deleted = queue_one(&sluice, "deleted");
-    wait_for("three deferrals", || sluice.log_count("status=deferred") == 3);
+    wait_for("three deferrals", || {
+        sluice.log_count("status=deferred") == 3
+    });
 
     let (code, out, err) = sluice.queue_tool(&["hold", &held], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 message"), "{out}");
-    assert!(listing(&sluice).contains(&format!("{held}!")), "held shows '!'");
+    assert!(
+        listing(&sluice).contains(&format!("{held}!")),
+        "held shows '!'"
+    );
 
     let (code, _, err) = sluice.queue_tool(&["delete", &deleted], None);
     assert_eq!(code, 0, "{err}");
-    wait_for("the deleted file to go", || !sluice.files_in("queue").contains(&deleted));
+    wait_for("the deleted file to go", || {
+        !sluice.files_in("queue").contains(&deleted)
+    });
     assert!(!listing(&sluice).contains(&deleted));
 
     // retry_min is an hour: only a flush makes the sink see anything.
@@ -60,7 +67,9 @@ fn hold_release_flush_and_delete_do_what_they_say() {
     assert_eq!(code, 0, "{err}");
     wait_for("the flushed message", || sink.count() == 1);
     assert_eq!(sink.messages()[0].to, vec!["flushed@relay.test".to_owned()]);
-    wait_for("the flushed file to go", || !sluice.files_in("queue").contains(&flushed));
+    wait_for("the flushed file to go", || {
+        !sluice.files_in("queue").contains(&flushed)
+    });
     // The held one stays, held, through the flush.
     assert!(sluice.files_in("queue").contains(&held));
     assert!(listing(&sluice).contains(&format!("{held}!")));
@@ -70,7 +79,10 @@ fn hold_release_flush_and_delete_do_what_they_say() {
     wait_for("the released message", || sink.count() == 2);
     wait_for("an empty queue", || sluice.files_in("queue").is_empty());
     let to: Vec<String> = sink.messages().iter().flat_map(|m| m.to.clone()).collect();
-    assert!(!to.contains(&"deleted@relay.test".to_owned()), "deleted mail was never sent");
+    assert!(
+        !to.contains(&"deleted@relay.test".to_owned()),
+        "deleted mail was never sent"
+    );
 }
 
 #[test]
@@ -83,14 +95,20 @@ fn requeue_routes_again_after_a_reload() {
     let id = queue_one(&sluice, "moved");
     wait_for("a deferral", || sluice.log_count("status=deferred") == 1);
     let config = std::fs::read_to_string(&sluice.config_path).expect("config");
-    std::fs::write(&sluice.config_path, config.replace(&old.route(), &new.route())).expect("write");
+    std::fs::write(
+        &sluice.config_path,
+        config.replace(&old.route(), &new.route()),
+    )
+    .expect("write");
     let qmgr_before = sluice.daemon_pids("sluice-qmgr");
     nix::sys::signal::kill(sluice.master_pid(), nix::sys::signal::Signal::SIGHUP).expect("HUP");
     wait_for("a new qmgr", || {
         let now = sluice.daemon_pids("sluice-qmgr");
         now.len() == 1 && now != qmgr_before
     });
-    wait_for("the new qmgr's socket", || sluice.queue_tool(&["requeue", &id], None).0 == 0);
+    wait_for("the new qmgr's socket", || {
+        sluice.queue_tool(&["requeue", &id], None).0 == 0
+    });
     wait_for("delivery to the new route", || new.count() == 1);
     assert_eq!(old.count(), 0);
 }
@@ -112,11 +130,19 @@ fn a_user_outside_the_sluice_group_may_list_but_not_change() {
     let (code, out, err) = sluice.queue_tool(&["list"], Some(nobody));
     assert_eq!(code, 0, "any user may list: {err}");
     assert!(out.contains(&id), "{out}");
-    for args in [vec!["delete", "ALL"], vec!["hold", id.as_str()], vec!["flush"]] {
+    for args in [
+        vec!["delete", "ALL"],
+        vec!["hold", id.as_str()],
+        vec!["flush"],
+    ] {
         let (code, out, err) = sluice.queue_tool(&args, Some(nobody));
         assert_eq!(code, 1, "{args:?} must be refused: {out}{err}");
         assert!(err.contains("only root or the sluice group"), "{err}");
     }
     assert!(sluice.files_in("queue").contains(&id));
-    assert!(sluice.log().contains("refused to uid 65534"), "{}", sluice.log());
+    assert!(
+        sluice.log().contains("refused to uid 65534"),
+        "{}",
+        sluice.log()
+    );
 }
