@@ -21,13 +21,13 @@
 //! process.
 
 use std::io::{self, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sluice_proto::client::{Output, Params, RcptOutcome, Session, Status};
 use sluice_proto::reply::{Enhanced, Reply};
 
-use crate::route::Target;
+use crate::route::Host;
 
 /// The result of one attempt on one next hop.
 #[derive(Debug)]
@@ -67,8 +67,7 @@ pub(crate) fn local_outcome(
 
 /// Connects to the first address of `addrs` that answers and delivers.
 pub(crate) fn deliver(
-    target: &Target,
-    addrs: &[SocketAddr],
+    hosts: &[Host],
     params: Params,
     content: &[u8],
     connect_timeout: Duration,
@@ -76,8 +75,13 @@ pub(crate) fn deliver(
     let n = params.envelope.recipients.len();
     let started = Instant::now();
     let mut last_error = String::from("no address to connect to");
-    for addr in addrs {
-        let relay = format!("{}[{}]:{}", target.host, addr.ip(), addr.port());
+    // The next host is tried only when one cannot be reached (moving on
+    // after a refused greeting comes with MX routing, issue #4).
+    for (host, addr) in hosts
+        .iter()
+        .flat_map(|h| h.addrs.iter().map(move |a| (h, a)))
+    {
+        let relay = format!("{}[{}]:{}", host.name, addr.ip(), addr.port());
         match TcpStream::connect_timeout(addr, connect_timeout) {
             Ok(mut stream) => {
                 let connected = Instant::now();
@@ -95,7 +99,7 @@ pub(crate) fn deliver(
                 return Attempt {
                     outcomes,
                     relay,
-                    remote_mta: session.is_greeted().then(|| target.host.clone()),
+                    remote_mta: session.is_greeted().then(|| host.name.clone()),
                     setup: connected - started,
                     transmission: connected.elapsed(),
                 };

@@ -199,13 +199,28 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
     }
 
     if !sending.is_empty() {
-        let routed =
-            route::target(&job.next_hop).and_then(|t| route::resolve(&t).map(|addrs| (t, addrs)));
+        let routed = route::plan(&job.next_hop).and_then(|plan| match plan {
+            route::Plan::Smtp(hosts) => Ok(hosts),
+            route::Plan::LmtpUnix(_) | route::Plan::LmtpInet(_) => Err(route::Stop {
+                dsn: "4.3.5",
+                reason: format!(
+                    "next hop {}: LMTP delivery comes with issue #4",
+                    job.next_hop
+                ),
+            }),
+        });
         match routed {
-            Err(defer) => {
+            Err(stop) => {
                 for &pos in &sending {
                     let jr = &job.recipients[pos];
-                    let r = deferral(jr.index, defer.dsn, &defer.reason);
+                    let r = if stop.is_bounce() {
+                        RecipientResult {
+                            outcome: Outcome::Bounced,
+                            ..deferral(jr.index, stop.dsn, &stop.reason)
+                        }
+                    } else {
+                        deferral(jr.index, stop.dsn, &stop.reason)
+                    };
                     clock.log(
                         &job.queue_id,
                         &jr.address,
@@ -217,7 +232,7 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
                     results[pos] = Some(r);
                 }
             }
-            Ok((target, addrs)) => {
+            Ok(hosts) => {
                 let envelope = Envelope {
                     recipients: sending
                         .iter()
@@ -234,13 +249,8 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
                     message_size: file.content.len() as u64,
                     timeouts: settings.timeouts,
                 };
-                let attempt = connection::deliver(
-                    &target,
-                    &addrs,
-                    params,
-                    &file.content,
-                    settings.connect_timeout,
-                );
+                let attempt =
+                    connection::deliver(&hosts, params, &file.content, settings.connect_timeout);
                 for (k, &pos) in sending.iter().enumerate() {
                     let jr = &job.recipients[pos];
                     let fallback;

@@ -1,10 +1,11 @@
-//! Next hops: from the job's `next_hop` text to the addresses to try, or
-//! to the reason no attempt is made yet.
+//! Next hops: from the job's `next_hop` text to a [`Plan`] (the hosts to
+//! try, in order, and how to speak to them), or to the [`Stop`] that says
+//! why no attempt is made.
 //!
 //! Today only static routes are delivered: `[host]:port` and IP addresses.
 //! An unbracketed host or a bare recipient domain needs MX resolution
 //! (issue #4) and is deferred with a reason that says so, rather than
-//! guessed at with A records; LMTP next hops are deferred likewise.
+//! guessed at with A records.
 //!
 //! # Must never
 //! Guess a route: a next hop that cannot be delivered as written is a
@@ -12,37 +13,58 @@
 //!
 //! # Security
 //! The next hop comes from the queue manager (from the operator's routes or
-//! a recipient domain, already checked by the grammar); names are resolved
+//! a recipient domain, already checked by the grammar). Names are resolved
 //! with the system resolver only.
 //!
 //! # Errors
-//! None are fatal: every failure is a [`Defer`] for the job's recipients.
+//! None are fatal: every failure is a [`Stop`] for the job's recipients.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 use sluice_config::NextHop;
 
-/// Why a job is deferred without (or after) trying to connect.
+/// Why a job gets no attempt: deferred (class 4) or bounced (class 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Defer {
-    /// The enhanced status code, class 4.
+pub(crate) struct Stop {
+    /// The enhanced status code; its class says deferral or bounce.
     pub(crate) dsn: &'static str,
     /// The reason, for the log and the queue manager.
     pub(crate) reason: String,
 }
 
-/// Where to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target {
-    /// The host as written (a name or an IP address).
-    pub(crate) host: String,
-    /// The TCP port.
-    pub(crate) port: u16,
+impl Stop {
+    /// Whether the recipients bounce (a class 5 code) rather than wait.
+    pub(crate) fn is_bounce(&self) -> bool {
+        self.dsn.starts_with('5')
+    }
 }
 
-/// Reads a job's next hop.
-pub(crate) fn target(next_hop: &str) -> Result<Target, Defer> {
-    let hop = next_hop.parse::<NextHop>().map_err(|e| Defer {
+/// One host to try, with its addresses in the order to try them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Host {
+    /// The name to show in `relay=` and to check a certificate against
+    /// (the MX name, or the literal).
+    pub(crate) name: String,
+    /// Addresses with the port to connect to.
+    pub(crate) addrs: Vec<SocketAddr>,
+}
+
+/// Where and how a job is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// SMTP to these hosts, in order: the next one is tried when a host
+    /// cannot be reached or greets with 4xx/5xx.
+    Smtp(Vec<Host>),
+    /// LMTP over this Unix socket.
+    LmtpUnix(PathBuf),
+    /// LMTP to these hosts, in order.
+    LmtpInet(Vec<Host>),
+}
+
+/// Turns a job's next hop into a plan.
+pub(crate) fn plan(next_hop: &str) -> Result<Plan, Stop> {
+    let hop = next_hop.parse::<NextHop>().map_err(|e| Stop {
         dsn: "4.3.5",
         reason: format!("bad next hop: {e}"),
     })?;
@@ -51,68 +73,83 @@ pub(crate) fn target(next_hop: &str) -> Result<Target, Defer> {
             host,
             port,
             mx_lookup: false,
-        } => Ok(Target { host, port }),
+        } => Ok(Plan::Smtp(vec![resolve(&host, port)?])),
         NextHop::Smtp {
             host,
             mx_lookup: true,
             ..
-        } => Err(Defer {
+        } => Err(Stop {
             dsn: "4.4.3",
             reason: format!(
                 "no route to {host}: MX lookup is not implemented yet (issue #4); \
                  use a [bracketed] route"
             ),
         }),
-        NextHop::LmtpUnix { .. } | NextHop::LmtpInet { .. } => Err(Defer {
-            dsn: "4.3.5",
-            reason: format!("next hop {hop}: LMTP delivery comes with issue #4"),
-        }),
+        NextHop::LmtpUnix { path } => Ok(Plan::LmtpUnix(path)),
+        NextHop::LmtpInet { host, port } => Ok(Plan::LmtpInet(vec![resolve(&host, port)?])),
     }
 }
 
-/// The addresses of `target`: the address itself, or the name's A/AAAA
-/// records from the system resolver, in its order.
-pub(crate) fn resolve(target: &Target) -> Result<Vec<SocketAddr>, Defer> {
-    if let Ok(ip) = target.host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, target.port)]);
+/// A host's addresses: the literal itself, or its A/AAAA records.
+fn resolve(host: &str, port: u16) -> Result<Host, Stop> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Host {
+            name: host.to_owned(),
+            addrs: vec![SocketAddr::new(ip, port)],
+        });
     }
-    let fail = |why: String| Defer {
+    let fail = |why: String| Stop {
         dsn: "4.4.3",
-        reason: format!("Host or domain name not found: {}: {why}", target.host),
+        reason: format!("Host or domain name not found: {host}: {why}"),
     };
-    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| fail(e.to_string()))?
         .collect();
     if addrs.is_empty() {
         return Err(fail("no address records".to_owned()));
     }
-    Ok(addrs)
+    Ok(Host {
+        name: host.to_owned(),
+        addrs,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn one(host: &str, addr: &str) -> Plan {
+        Plan::Smtp(vec![Host {
+            name: host.to_owned(),
+            addrs: vec![addr.parse().unwrap()],
+        }])
+    }
+
     #[test]
     fn bracketed_and_literal_hops_are_delivered() {
-        let t = |host: &str, port| {
-            Ok(Target {
-                host: host.to_owned(),
-                port,
-            })
+        assert_eq!(
+            plan("[10.0.0.5]:2525"),
+            Ok(one("10.0.0.5", "10.0.0.5:2525"))
+        );
+        assert_eq!(plan("192.0.2.1"), Ok(one("192.0.2.1", "192.0.2.1:25")));
+        assert_eq!(plan("[::1]:26"), Ok(one("::1", "[::1]:26")));
+        let Ok(Plan::Smtp(hosts)) = plan("[localhost]:2525") else {
+            panic!("a bracketed name resolves");
         };
-        assert_eq!(target("[10.0.0.5]:2525"), t("10.0.0.5", 2525));
-        assert_eq!(target("[relay.example]"), t("relay.example", 25));
-        assert_eq!(target("192.0.2.1"), t("192.0.2.1", 25));
-        assert_eq!(target("[::1]:26"), t("::1", 26));
+        assert_eq!(hosts[0].name, "localhost");
+        assert!(hosts[0]
+            .addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 2525));
     }
 
     #[test]
     fn mx_hops_wait_for_issue_4() {
         for hop in ["example.org", "relay.example:2525"] {
-            let d = target(hop).unwrap_err();
+            let d = plan(hop).unwrap_err();
             assert_eq!(d.dsn, "4.4.3");
+            assert!(!d.is_bounce());
             assert!(d
                 .reason
                 .contains("MX lookup is not implemented yet (issue #4)"));
@@ -121,31 +158,23 @@ mod tests {
     }
 
     #[test]
-    fn lmtp_and_bad_hops_are_deferred() {
-        let d = target("lmtp:unix:/run/lmtp").unwrap_err();
-        assert!(d.reason.contains("LMTP delivery comes with issue #4"));
-        assert_eq!(d.dsn, "4.3.5");
-        let d = target("[unclosed").unwrap_err();
+    fn lmtp_hops_have_their_own_plans_and_bad_hops_are_deferred() {
+        assert_eq!(
+            plan("lmtp:unix:/run/lmtp"),
+            Ok(Plan::LmtpUnix("/run/lmtp".into()))
+        );
+        assert_eq!(
+            plan("lmtp:[127.0.0.1]:24"),
+            Ok(Plan::LmtpInet(vec![Host {
+                name: "127.0.0.1".into(),
+                addrs: vec!["127.0.0.1:24".parse().unwrap()]
+            }]))
+        );
+        let d = plan("[unclosed").unwrap_err();
         assert!(
             d.reason.starts_with("bad next hop: invalid route"),
             "{}",
             d.reason
         );
-    }
-
-    #[test]
-    fn resolves_literals_and_names() {
-        let lit = Target {
-            host: "127.0.0.1".into(),
-            port: 2525,
-        };
-        assert_eq!(resolve(&lit).unwrap(), ["127.0.0.1:2525".parse().unwrap()]);
-        let name = Target {
-            host: "localhost".into(),
-            port: 25,
-        };
-        let addrs = resolve(&name).unwrap();
-        assert!(!addrs.is_empty());
-        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 25));
     }
 }
