@@ -30,6 +30,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,7 +93,7 @@ impl Spool {
         check_name(name)?;
         let staged = self.stage(area, name, pieces)?;
         let dest = self.publish(staged)?;
-        if let Err(e) = self.sync_dir(area) {
+        if let Err(e) = self.sync_dir(area, &dest) {
             // Not known to be durable, so not committed: take it back so the
             // caller's retry does not make a duplicate. (Best effort.)
             let _ = fs::remove_file(&dest);
@@ -134,7 +135,7 @@ impl Spool {
 
     /// Step 2a: gives a staged file its final name without replacing
     /// anything, and drops the temporary name. The caller must still
-    /// [`Spool::sync_dir`] the area before the file counts as committed.
+    /// `Spool::sync_dir` the area before the file counts as committed.
     fn publish(&self, staged: Staged) -> Result<PathBuf, Error> {
         match fs::hard_link(&staged.tmp, &staged.dest) {
             Ok(()) => {}
@@ -152,11 +153,21 @@ impl Spool {
 
     /// Step 2b: fsyncs the directory of `area`, making its new entries
     /// durable. One call covers every file published into it before.
-    fn sync_dir(&self, area: Area) -> Result<(), Error> {
+    ///
+    /// A submitting user may not read `maildrop/` (mode 1733), so cannot
+    /// open it to fsync it; then the whole file system is synced through
+    /// the new file `dest` (`syncfs`), which includes its directory entry.
+    fn sync_dir(&self, area: Area, dest: &Path) -> Result<(), Error> {
         let dir = self.dir(area);
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io("fsync", &dir))
+        match File::open(&dir) {
+            Ok(d) => d.sync_all().map_err(Error::io("fsync", &dir)),
+            Err(e) if area == Area::Maildrop && e.kind() == io::ErrorKind::PermissionDenied => {
+                let file = File::open(dest).map_err(Error::io("open", dest))?;
+                nix::unistd::syncfs(file.as_raw_fd())
+                    .map_err(|errno| Error::io("syncfs", dest)(errno.into()))
+            }
+            Err(e) => Err(Error::io("fsync", &dir)(e)),
+        }
     }
 
     /// Removes what crashed writers left: every file in `tmp/`, and
