@@ -82,6 +82,13 @@ pub fn queued(queue_id: &str, sender: &str, size: u64, nrcpt: usize) -> String {
     )
 }
 
+/// `QUEUEID: uid=1000 from=<user@host>`: a local submission picked up
+/// from `maildrop/` (Postfix's pickup line). `uid` is the file owner's,
+/// never what the file says.
+pub fn pickup(queue_id: &str, uid: u32, sender: &str) -> String {
+    format!("{queue_id}: uid={uid} from=<{}>", printable(sender, 256))
+}
+
 /// `QUEUEID: removed`.
 pub fn removed(queue_id: &str) -> String {
     format!("{queue_id}: removed")
@@ -214,6 +221,11 @@ mod tests {
             "X: from=<>, size=1, nrcpt=1 (queue active)"
         );
         assert_eq!(removed("4XKJ0ABC"), "4XKJ0ABC: removed");
+        assert_eq!(
+            pickup("4XKJ0ABC", 1000, "joe@mx.example"),
+            "4XKJ0ABC: uid=1000 from=<joe@mx.example>"
+        );
+        assert_eq!(pickup("X", 0, ""), "X: uid=0 from=<>");
         assert_eq!(
             after("lost connection", "DATA", None, lo()),
             "lost connection after DATA from unknown[127.0.0.1]"
