@@ -38,15 +38,38 @@
 //!   `4.0.0`, `5.0.0`).
 //! - QUIT at the end, except after `421` (the server is closing), a
 //!   timeout, a lost connection or a protocol error.
-//!
-//! Connection reuse (a later issue) fits in here as RSET plus a new
-//! transaction where QUIT is sent today: the connection state (extensions,
-//! greeting) is kept apart from the transaction state.
+//! - STARTTLS (RFC 3207), when [`Params::tls`] asks for it: after the EHLO
+//!   reply offers it, `STARTTLS` goes out alone; on `220` the session emits
+//!   [`Output::StartTls`] and drops every byte it already holds or is
+//!   given before [`Session::handle_tls_ready`] (plain text sent after the
+//!   `220` is an injection attack). Then EHLO again, and the extensions of
+//!   the new reply replace the old ones. [`Tls::Opportunistic`]: without
+//!   STARTTLS offered, or after a refusal of it, the session goes on in
+//!   plain text. [`Tls::Required`]: not offered or refused defers every
+//!   recipient `4.7.4` (RFC 3463: security features not supported) and
+//!   QUITs. What the certificate must prove is the driver's business;
+//!   a failed handshake is [`Session::handle_tls_failed`].
+//! - LMTP (RFC 2033) with [`Protocol::Lmtp`]: LHLO instead of EHLO, no
+//!   HELO fallback (a refused LHLO defers like a refused greeting), and
+//!   after the content one reply per accepted recipient, in RCPT order,
+//!   each deciding its own recipient.
+//! - Connection reuse with [`Params::keep_open`]: once every recipient is
+//!   final the session goes idle instead of sending QUIT
+//!   ([`Session::is_idle`]). [`Session::next_message`] then sends `RSET`
+//!   and, on `250`, a new transaction on the same connection (extensions
+//!   and TLS are kept); [`Session::quit`] ends it. If the RSET fails (no
+//!   `2xx`, timeout, lost connection) the session closes *without* a
+//!   [`Output::Done`] for that message and [`Session::is_reset_failed`]
+//!   says so: the driver delivers it again on a new connection, since
+//!   nothing of it was sent.
 //!
 //! # Must never
 //! Report a recipient delivered without a 2xx reply to the end of the
 //! content; report a recipient twice or not at all ([`Output::Done`] comes
-//! exactly once, with one outcome per recipient); put an unstuffed line
+//! exactly once per message, with one outcome per recipient, except after
+//! a failed RSET as said above, when nothing of the message was sent);
+//! read a byte of plain text that arrived after the `220` to STARTTLS;
+//! put an unstuffed line
 //! starting with `.` on the wire; read a clock or touch a socket.
 //!
 //! # Security
@@ -138,6 +161,35 @@ pub struct Params {
     pub message_size: u64,
     /// Per-step timeouts.
     pub timeouts: Timeouts,
+    /// SMTP or LMTP.
+    pub protocol: Protocol,
+    /// Whether to ask for STARTTLS.
+    pub tls: Tls,
+    /// Go idle instead of sending QUIT once the message is done, for
+    /// [`Session::next_message`].
+    pub keep_open: bool,
+}
+
+/// SMTP or LMTP (RFC 2033).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// EHLO (HELO fallback); one reply after the content.
+    #[default]
+    Smtp,
+    /// LHLO; one reply per accepted recipient after the content.
+    Lmtp,
+}
+
+/// Whether the session asks for STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tls {
+    /// Never.
+    #[default]
+    Off,
+    /// When offered; plain text otherwise.
+    Opportunistic,
+    /// Always: not offered or refused defers every recipient `4.7.4`.
+    Required,
 }
 
 /// The service extensions a server offered in its EHLO reply.
@@ -242,6 +294,10 @@ pub enum Output {
     Done(Vec<RcptOutcome>),
     /// Write what was sent so far, then close the connection.
     Close,
+    /// Do the TLS handshake on the connection now, then call
+    /// [`Session::handle_tls_ready`] or [`Session::handle_tls_failed`].
+    /// Bytes read before the handshake must not be given to the session.
+    StartTls,
 }
 
 /// A reply the session waits for.
@@ -250,11 +306,15 @@ enum Expect {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
+    Rset,
     Mail,
     Rcpt(usize),
     Data,
     /// After the content.
     DataDone,
+    /// LMTP: after the content, for this recipient.
+    LmtpDone(usize),
     /// After an empty content sent only because the server said 354 with
     /// no recipient accepted; its reply decides nothing.
     Discarded,
@@ -268,10 +328,12 @@ impl Expect {
             Expect::Greeting => "receiving the initial server greeting",
             Expect::Ehlo => "performing the EHLO handshake",
             Expect::Helo => "performing the HELO handshake",
+            Expect::StartTls => "sending STARTTLS",
+            Expect::Rset => "sending RSET",
             Expect::Mail => "sending MAIL FROM",
             Expect::Rcpt(_) => "sending RCPT TO",
             Expect::Data => "sending DATA command",
-            Expect::DataDone | Expect::Discarded => "sending end of data",
+            Expect::DataDone | Expect::LmtpDone(_) | Expect::Discarded => "sending end of data",
             Expect::Quit => "sending QUIT",
         }
     }
@@ -279,11 +341,11 @@ impl Expect {
     fn timeout(self, t: &Timeouts) -> Duration {
         match self {
             Expect::Greeting => t.greeting,
-            Expect::Ehlo | Expect::Helo => t.helo,
-            Expect::Mail => t.mail,
+            Expect::Ehlo | Expect::Helo | Expect::StartTls => t.helo,
+            Expect::Mail | Expect::Rset => t.mail,
             Expect::Rcpt(_) => t.rcpt,
             Expect::Data => t.data_init,
-            Expect::DataDone | Expect::Discarded => t.data_done,
+            Expect::DataDone | Expect::LmtpDone(_) | Expect::Discarded => t.data_done,
             Expect::Quit => t.quit,
         }
     }
@@ -295,6 +357,10 @@ enum State {
     Replies,
     /// The driver is writing the content.
     Content(Stuffer),
+    /// The driver is doing the TLS handshake.
+    Handshake,
+    /// Reuse: the message is done, the connection waits for the next.
+    Idle,
     Closed,
 }
 
@@ -456,6 +522,13 @@ pub struct Session {
     quit_sent: bool,
     /// The content has gone out (for the "sent more than once" warning).
     content_sent: bool,
+    /// The handshake after STARTTLS succeeded.
+    tls_active: bool,
+    /// The RSET before a reused session's message failed.
+    reset_failed: bool,
+    /// The connection cannot carry mail (greeting, EHLO or required TLS
+    /// refused): QUIT rather than idle.
+    broken: bool,
 }
 
 impl Session {
@@ -480,6 +553,9 @@ impl Session {
             done_sent: false,
             quit_sent: false,
             content_sent: false,
+            tls_active: false,
+            reset_failed: false,
+            broken: false,
         };
         if n == 0 {
             // Nothing to deliver: say goodbye at the first chance.
@@ -489,9 +565,11 @@ impl Session {
     }
 
     /// Bytes from the server, in any split.
+    /// During the TLS handshake (and once closed) input is dropped: see
+    /// [`Output::StartTls`].
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         let mut rest = bytes;
-        while !rest.is_empty() && self.state != State::Closed {
+        while !rest.is_empty() && !matches!(self.state, State::Closed | State::Handshake) {
             let mut line_seen = None;
             let used = self.reader.feed(rest, |line| {
                 line_seen = Some(line.to_vec());
@@ -506,8 +584,13 @@ impl Session {
 
     /// The time came (at or after [`Session::poll_timeout`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == State::Closed || now < self.deadline {
+        if matches!(self.state, State::Closed | State::Handshake | State::Idle)
+            || now < self.deadline
+        {
             return;
+        }
+        if self.in_reset() {
+            return self.reset_fail();
         }
         let stage = match (&self.state, self.expect.front()) {
             (State::Content(_), _) => "sending message body",
@@ -530,6 +613,9 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
+        if self.in_reset() {
+            return self.reset_fail();
+        }
         let stage = match (&self.state, self.expect.front()) {
             (State::Content(_), _) => "sending message body",
             (_, Some(e)) => e.stage(),
@@ -550,7 +636,7 @@ impl Session {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Closed => None,
+            State::Closed | State::Handshake | State::Idle => None,
             _ => Some(self.deadline),
         }
     }
@@ -569,7 +655,13 @@ impl Session {
         if finished {
             self.state = State::Replies;
             self.content_sent = true;
-            self.expect.push_back(Expect::DataDone);
+            if self.params.protocol == Protocol::Lmtp {
+                for i in self.open_accepted() {
+                    self.expect.push_back(Expect::LmtpDone(i));
+                }
+            } else {
+                self.expect.push_back(Expect::DataDone);
+            }
             self.deadline = now + Expect::DataDone.timeout(&self.params.timeouts);
         } else {
             self.deadline = now + self.params.timeouts.data_block;
@@ -592,6 +684,103 @@ impl Session {
     /// True once the session has decided to close.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// True when the message is done and the connection waits for
+    /// [`Session::next_message`] or [`Session::quit`] (only with
+    /// [`Params::keep_open`]).
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// True when the RSET before [`Session::next_message`]'s message
+    /// failed: the session closed without outcomes for it.
+    pub fn is_reset_failed(&self) -> bool {
+        self.reset_failed
+    }
+
+    /// True once the TLS handshake has succeeded.
+    pub fn is_tls(&self) -> bool {
+        self.tls_active
+    }
+
+    /// After [`Output::StartTls`]: the handshake succeeded; EHLO (LHLO)
+    /// again, as RFC 3207 4.2 requires.
+    pub fn handle_tls_ready(&mut self, now: Instant) {
+        if self.state != State::Handshake {
+            return;
+        }
+        self.state = State::Replies;
+        self.tls_active = true;
+        self.extensions = None;
+        self.pipelining = false;
+        let cmd = self.hello_command();
+        self.send_command(cmd, Expect::Ehlo, now);
+    }
+
+    /// After [`Output::StartTls`]: the handshake failed (or the
+    /// certificate did not satisfy the driver): every open recipient is
+    /// deferred with `dsn` (class 4) and `text`, and the session closes
+    /// without QUIT: the connection is in an unknown state.
+    pub fn handle_tls_failed(&mut self, dsn: Enhanced, text: &str, _now: Instant) {
+        if self.state != State::Handshake {
+            return;
+        }
+        let dsn = Enhanced::new(4, dsn.subject, dsn.detail);
+        self.fail_open(dsn, text);
+        self.close();
+    }
+
+    /// Reuse: sends RSET and then delivers `envelope` (with content of
+    /// `message_size` bytes) on this connection. Returns false, doing
+    /// nothing, unless the session [`Session::is_idle`].
+    pub fn next_message(&mut self, envelope: Envelope, message_size: u64, now: Instant) -> bool {
+        if self.state != State::Idle {
+            return false;
+        }
+        let n = envelope.recipients.len();
+        self.params.envelope = envelope;
+        self.params.message_size = message_size;
+        self.accepted = vec![false; n];
+        self.outcomes = vec![None; n];
+        self.done_sent = false;
+        self.content_sent = false;
+        self.state = State::Replies;
+        if n == 0 {
+            self.maybe_done();
+        }
+        self.send_command("RSET\r\n".into(), Expect::Rset, now);
+        true
+    }
+
+    /// Ends an idle session: QUIT, then [`Output::Close`] once answered.
+    pub fn quit(&mut self, now: Instant) {
+        if self.state != State::Idle {
+            return;
+        }
+        self.state = State::Replies;
+        self.quit_sent = true;
+        self.send_command("QUIT\r\n".into(), Expect::Quit, now);
+    }
+
+    fn hello_command(&self) -> String {
+        let verb = match self.params.protocol {
+            Protocol::Smtp => "EHLO",
+            Protocol::Lmtp => "LHLO",
+        };
+        format!("{verb} {}\r\n", self.params.helo_name)
+    }
+
+    fn in_reset(&self) -> bool {
+        self.expect.front() == Some(&Expect::Rset)
+    }
+
+    /// The RSET of a reused session failed: close with no outcome.
+    fn reset_fail(&mut self) {
+        self.reset_failed = true;
+        self.state = State::Closed;
+        self.expect.clear();
+        self.out.push_back(Output::Close);
     }
 
     fn handle_line(&mut self, line: &[u8], now: Instant) {
@@ -632,7 +821,7 @@ impl Session {
             Expect::Greeting => {
                 if v == Verdict::Ok {
                     self.greeted = true;
-                    let cmd = format!("EHLO {}\r\n", self.params.helo_name);
+                    let cmd = self.hello_command();
                     self.send_command(cmd, Expect::Ehlo, now);
                 } else {
                     self.fail_session(&reply);
@@ -642,10 +831,23 @@ impl Session {
                 Verdict::Ok => {
                     let ext = Extensions::parse(&reply.lines);
                     self.pipelining = ext.pipelining;
+                    let starttls = ext.starttls;
                     self.extensions = Some(ext);
-                    self.start_transaction(now);
+                    match (self.params.tls, self.tls_active, starttls) {
+                        (Tls::Off, _, _) | (_, true, _) | (Tls::Opportunistic, false, false) => {
+                            self.start_transaction(now);
+                        }
+                        (_, false, true) => {
+                            self.send_command("STARTTLS\r\n".into(), Expect::StartTls, now);
+                        }
+                        (Tls::Required, false, false) => {
+                            let text = "TLS is required, but was not offered by host";
+                            self.broken = true;
+                            self.fail_open_local(Enhanced::new(4, 7, 4), 451, text);
+                        }
+                    }
                 }
-                Verdict::Perm => {
+                Verdict::Perm if self.params.protocol == Protocol::Smtp => {
                     let cmd = format!("HELO {}\r\n", self.params.helo_name);
                     self.send_command(cmd, Expect::Helo, now);
                 }
@@ -658,6 +860,34 @@ impl Session {
                     self.fail_session(&reply);
                 }
             }
+            Expect::StartTls => {
+                if v == Verdict::Ok {
+                    // RFC 3207 and CVE-2011-0411: whatever came with or
+                    // after the 220 is plain text an attacker could have
+                    // injected; it is dropped, never read as a reply.
+                    self.state = State::Handshake;
+                    self.reader = LineReader::default();
+                    self.partial = Partial::default();
+                    self.out.push_back(Output::StartTls);
+                    return;
+                } else if reply.code == 421 {
+                    // Handled below: the server is going away.
+                } else if self.params.tls == Tls::Required {
+                    let text = format!("TLS is required, but host refused to start TLS: {reply}");
+                    self.broken = true;
+                    self.fail_open_local(Enhanced::new(4, 7, 4), 451, &text);
+                } else {
+                    self.start_transaction(now);
+                }
+            }
+            Expect::Rset => {
+                if v == Verdict::Ok {
+                    self.start_transaction(now);
+                } else {
+                    return self.reset_fail();
+                }
+            }
+            Expect::LmtpDone(i) => self.finish(i, &reply, v, true),
             Expect::Mail => {
                 if v != Verdict::Ok {
                     self.fail_open_with(&reply, v);
@@ -686,7 +916,10 @@ impl Session {
             Expect::Data => {
                 let open = self.open_accepted();
                 if v == Verdict::Ok {
-                    if open.is_empty() {
+                    if open.is_empty() && self.params.protocol == Protocol::Lmtp {
+                        // LMTP answers per accepted recipient: none here.
+                        self.out.push_back(Output::Send(b".\r\n".to_vec()));
+                    } else if open.is_empty() {
                         // 354 with nobody accepted: end an empty message
                         // at once; nothing can be delivered by it.
                         self.send_command(".\r\n".into(), Expect::Discarded, now);
@@ -728,6 +961,8 @@ impl Session {
         }
         if self.quit_sent {
             self.close();
+        } else if self.done_sent && self.params.keep_open && !self.broken {
+            self.state = State::Idle;
         } else if self.done_sent {
             self.quit_sent = true;
             self.send_command("QUIT\r\n".into(), Expect::Quit, now);
@@ -873,6 +1108,7 @@ impl Session {
 
     /// The greeting or HELO/EHLO was refused: deferred, whatever the class.
     fn fail_session(&mut self, reply: &Reply) {
+        self.broken = true;
         self.fail_open_with(reply, Verdict::Temp);
     }
 
@@ -895,6 +1131,9 @@ impl Session {
     }
 
     fn protocol_error(&mut self, line: &[u8]) {
+        if self.in_reset() {
+            return self.reset_fail();
+        }
         let shown: String = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
         let text = format!("malformed reply from server: {shown}");
         self.fail_open(Enhanced::new(4, 5, 0), &text);
@@ -902,6 +1141,9 @@ impl Session {
     }
 
     fn unexpected(&mut self, reply: Reply) {
+        if self.in_reset() {
+            return self.reset_fail();
+        }
         if reply.code == 421 {
             self.fail_open_with(&reply, Verdict::Temp);
         } else {

@@ -35,6 +35,9 @@ fn params(recipients: &[&str], content: &[u8]) -> Params {
         },
         message_size: content.len() as u64,
         timeouts: Timeouts::uniform(Duration::from_secs(60)),
+        protocol: Protocol::Smtp,
+        tls: Tls::Off,
+        keep_open: false,
     }
 }
 
@@ -200,6 +203,7 @@ fn polite(ehlo: &'static str) -> impl FnMut(&str) -> String {
             "DATA" => "354 go\r\n".into(),
             "." => "250 2.0.0 Ok: queued as X\r\n".into(),
             "QUIT" => "221 2.0.0 Bye\r\n".into(),
+            "RSET" => "250 2.0.0 Ok\r\n".into(),
             _ => "502 5.5.1 no\r\n".into(),
         }
     }
@@ -225,9 +229,32 @@ fn run<S: Server>(
     p: Params,
     content: &[u8],
     splits: &[usize],
-    mut now: Instant,
+    now: Instant,
 ) -> Run {
     let mut client = Session::new(p, now);
+    let (first, server_closed) = server.start(now);
+    run_with(
+        server,
+        &mut client,
+        first,
+        server_closed,
+        content,
+        splits,
+        now,
+    )
+}
+
+/// As [`run`], on a session that exists already, the server having just
+/// sent `first`.
+fn run_with<S: Server>(
+    server: &mut S,
+    client: &mut Session,
+    first: Vec<u8>,
+    mut server_closed: bool,
+    content: &[u8],
+    splits: &[usize],
+    mut now: Instant,
+) -> Run {
     let mut r = Run {
         outcomes: None,
         sent: Vec::new(),
@@ -235,7 +262,6 @@ fn run<S: Server>(
         dones: 0,
     };
     let mut split_at = 0;
-    let (first, mut server_closed) = server.start(now);
     let mut to_client = first;
     for _round in 0..10_000 {
         // Server to client, in pieces.
@@ -269,6 +295,7 @@ fn run<S: Server>(
                     r.outcomes = Some(o);
                 }
                 Output::Close => r.client_closed = true,
+                Output::StartTls => panic!("no TLS in this pair"),
             }
         }
         r.sent.extend_from_slice(&to_server);
@@ -917,4 +944,308 @@ proptest! {
         prop_assert_eq!(statuses(&r), vec![(Status::Delivered, "2.0.0".to_string())]);
         prop_assert_eq!(&server.commits[0].content, &content);
     }
+}
+
+fn outputs(c: &mut Session) -> Vec<Output> {
+    std::iter::from_fn(|| c.poll_output()).collect()
+}
+
+fn sends(outs: &[Output]) -> String {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn with(p: Params, f: impl FnOnce(&mut Params)) -> Params {
+    let mut p = p;
+    f(&mut p);
+    p
+}
+
+const EHLO_TLS: &str = "250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n";
+
+#[test]
+fn starttls_drops_injected_plain_text_and_says_ehlo_again() {
+    let now = start();
+    let p = with(params(&["a@x"], CONTENT), |p| p.tls = Tls::Opportunistic);
+    let mut c = Session::new(p, now);
+    c.handle_input(b"220 mx\r\n", now);
+    assert_eq!(sends(&outputs(&mut c)), "EHLO out.example.net\r\n");
+    c.handle_input(EHLO_TLS.as_bytes(), now);
+    assert_eq!(sends(&outputs(&mut c)), "STARTTLS\r\n");
+    // An attacker's plain-text reply rides along with the 220.
+    c.handle_input(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n", now);
+    assert_eq!(outputs(&mut c), [Output::StartTls]);
+    assert_eq!(c.poll_timeout(), None, "the driver times the handshake");
+    c.handle_input(b"250 2.1.0 more injected\r\n", now);
+    assert_eq!(outputs(&mut c), []);
+    assert!(!c.is_tls());
+    c.handle_tls_ready(now);
+    assert!(c.is_tls());
+    assert_eq!(sends(&outputs(&mut c)), "EHLO out.example.net\r\n");
+    // The new EHLO reply decides the extensions; no second STARTTLS.
+    c.handle_input(b"250-mx\r\n250 STARTTLS\r\n", now);
+    assert_eq!(sends(&outputs(&mut c)), "MAIL FROM:<alice@example.net>\r\n");
+    assert!(c.extensions().is_some_and(|e| !e.pipelining));
+}
+
+#[test]
+fn starttls_through_a_scripted_server_is_not_used_when_off() {
+    let now = start();
+    let mut server = Scripted::new("220 mx\r\n", polite(EHLO_TLS));
+    let r = run(&mut server, params(&["a@x"], CONTENT), CONTENT, &[], now);
+    assert_eq!(statuses(&r), [(Status::Delivered, "2.0.0".into())]);
+    assert!(!server.commands.iter().any(|c| c == "STARTTLS"));
+}
+
+#[test]
+fn tls_required_but_not_offered_or_refused_defers_4_7_4() {
+    for (ehlo, starttls_reply) in [
+        (EHLO_PIPE, ""),
+        (EHLO_TLS, "454 4.7.0 TLS not available\r\n"),
+    ] {
+        let now = start();
+        let mut rule = polite(ehlo);
+        let reply = starttls_reply.to_owned();
+        let mut server = Scripted::new("220 mx\r\n", move |cmd: &str| {
+            if cmd == "STARTTLS" {
+                reply.clone()
+            } else {
+                rule(cmd)
+            }
+        });
+        let p = with(params(&["a@x", "b@x"], CONTENT), |p| {
+            p.tls = Tls::Required;
+            p.keep_open = true;
+        });
+        let r = run(&mut server, p, CONTENT, &[], now);
+        assert_eq!(
+            statuses(&r),
+            [
+                (Status::Deferred, "4.7.4".into()),
+                (Status::Deferred, "4.7.4".into())
+            ]
+        );
+        assert!(!r.outcomes.as_ref().unwrap()[0].remote);
+        assert!(!server.commands.iter().any(|c| c.starts_with("MAIL")));
+        assert_eq!(
+            server.commands.last().map(String::as_str),
+            Some("QUIT"),
+            "no reuse"
+        );
+        assert!(r.client_closed);
+    }
+}
+
+#[test]
+fn opportunistic_tls_goes_on_in_plain_text_when_refused() {
+    let now = start();
+    let mut rule = polite(EHLO_TLS);
+    let mut server = Scripted::new("220 mx\r\n", move |cmd: &str| {
+        if cmd == "STARTTLS" {
+            "454 4.7.0 TLS not available\r\n".into()
+        } else {
+            rule(cmd)
+        }
+    });
+    let p = with(params(&["a@x"], CONTENT), |p| p.tls = Tls::Opportunistic);
+    let r = run(&mut server, p, CONTENT, &[], now);
+    assert_eq!(statuses(&r), [(Status::Delivered, "2.0.0".into())]);
+    assert_eq!(server.commands[1], "STARTTLS");
+}
+
+#[test]
+fn failed_handshake_defers_and_closes_without_quit() {
+    let now = start();
+    let p = with(params(&["a@x"], CONTENT), |p| p.tls = Tls::Required);
+    let mut c = Session::new(p, now);
+    c.handle_input(b"220 mx\r\n", now);
+    c.handle_input(EHLO_TLS.as_bytes(), now);
+    c.handle_input(b"220 go ahead\r\n", now);
+    let _ = outputs(&mut c);
+    c.handle_tls_failed(
+        Enhanced::new(5, 7, 5),
+        "certificate verification failed",
+        now,
+    );
+    let outs = outputs(&mut c);
+    assert_eq!(sends(&outs), "", "no QUIT over a broken TLS layer");
+    let Some(Output::Done(d)) = outs.first() else {
+        panic!("{outs:?}");
+    };
+    assert_eq!(
+        (d[0].status, d[0].dsn.to_string()),
+        (Status::Deferred, "4.7.5".into())
+    );
+    assert_eq!(d[0].text(), "certificate verification failed");
+    assert_eq!(outs.last(), Some(&Output::Close));
+}
+
+#[test]
+fn lmtp_says_lhlo_and_reads_one_reply_per_accepted_recipient() {
+    let now = start();
+    let mut server = Scripted::new("220 lmtp\r\n", |cmd: &str| {
+        match cmd {
+            c if c.starts_with("LHLO") => {
+                "250-lmtp\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
+            }
+            c if c.starts_with("MAIL") => "250 2.1.0 Ok\r\n",
+            "RCPT TO:<b@x>" => "550 5.1.1 no such user\r\n",
+            c if c.starts_with("RCPT") => "250 2.1.5 Ok\r\n",
+            "DATA" => "354 go\r\n",
+            "." => {
+                "250 2.0.0 <a@x> saved\r\n452 4.2.2 <c@x> over quota\r\n550 5.2.1 <d@x> gone\r\n"
+            }
+            "QUIT" => "221 bye\r\n",
+            _ => "500 what\r\n",
+        }
+        .to_owned()
+    });
+    let p = with(params(&["a@x", "b@x", "c@x", "d@x"], CONTENT), |p| {
+        p.protocol = Protocol::Lmtp;
+    });
+    let r = run(&mut server, p, CONTENT, &[3], now);
+    assert_eq!(
+        statuses(&r),
+        [
+            (Status::Delivered, "2.0.0".into()),
+            (Status::Bounced, "5.1.1".into()),
+            (Status::Deferred, "4.2.2".into()),
+            (Status::Bounced, "5.2.1".into()),
+        ]
+    );
+    assert_eq!(r.dones, 1);
+    assert_eq!(server.commands[0], "LHLO out.example.net");
+    assert_eq!(server.commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn lmtp_has_no_helo_fallback() {
+    let now = start();
+    let mut server = Scripted::new("220 lmtp\r\n", |cmd: &str| {
+        if cmd == "QUIT" {
+            "221 bye\r\n"
+        } else {
+            "500 5.5.1 what\r\n"
+        }
+        .to_owned()
+    });
+    let p = with(params(&["a@x"], CONTENT), |p| p.protocol = Protocol::Lmtp);
+    let r = run(&mut server, p, CONTENT, &[], now);
+    assert_eq!(statuses(&r), [(Status::Deferred, "4.5.1".into())]);
+    assert_eq!(server.commands, ["LHLO out.example.net", "QUIT"]);
+}
+
+#[test]
+fn lmtp_timeout_defers_the_recipients_still_waiting() {
+    let now = start();
+    let mut server = Scripted::new("220 lmtp\r\n", |cmd: &str| {
+        match cmd {
+            c if c.starts_with("LHLO") => "250-lmtp\r\n250 PIPELINING\r\n",
+            "DATA" => "354 go\r\n",
+            "." => "250 2.0.0 first saved\r\n",
+            _ => "250 2.0.0 Ok\r\n",
+        }
+        .to_owned()
+    });
+    let p = with(params(&["a@x", "b@x"], CONTENT), |p| {
+        p.protocol = Protocol::Lmtp
+    });
+    let r = run(&mut server, p, CONTENT, &[], now);
+    assert_eq!(
+        statuses(&r),
+        [
+            (Status::Delivered, "2.0.0".into()),
+            (Status::Deferred, "4.4.2".into())
+        ]
+    );
+}
+
+#[test]
+fn reused_session_sends_rset_then_the_next_transaction() {
+    let now = start();
+    let mut server = Scripted::new("220 mx\r\n", polite(EHLO_PIPE));
+    let p = with(params(&["a@x"], CONTENT), |p| p.keep_open = true);
+    let mut c = Session::new(p, now);
+    let (first, _) = server.start(now);
+    let r = run_with(&mut server, &mut c, first, false, CONTENT, &[], now);
+    assert_eq!(statuses(&r), [(Status::Delivered, "2.0.0".into())]);
+    assert!(c.is_idle() && !r.client_closed);
+    assert_eq!(c.poll_timeout(), None, "the driver times idleness");
+    for round in 0..3 {
+        let envelope = Envelope {
+            sender: format!("s{round}@example.net"),
+            recipients: vec![rcpt("b@x"), rcpt("c@x")],
+            ..Envelope::default()
+        };
+        assert!(c.next_message(envelope, CONTENT.len() as u64, now));
+        let r = run_with(&mut server, &mut c, Vec::new(), false, CONTENT, &[], now);
+        assert_eq!(r.dones, 1);
+        assert_eq!(statuses(&r).len(), 2);
+        assert!(c.is_idle());
+    }
+    let rsets = server.commands.iter().filter(|c| *c == "RSET").count();
+    assert_eq!(rsets, 3);
+    assert!(server
+        .commands
+        .contains(&"MAIL FROM:<s2@example.net> SIZE=47".to_owned()));
+    c.quit(now);
+    let r = run_with(&mut server, &mut c, Vec::new(), false, CONTENT, &[], now);
+    assert!(r.client_closed && r.dones == 0);
+    assert_eq!(server.commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn failed_rset_closes_without_outcomes() {
+    for rset_reply in ["421 4.4.2 idle too long\r\n", "", "garbage\r\n"] {
+        let now = start();
+        let mut rule = polite(EHLO_PIPE);
+        let reply = rset_reply.to_owned();
+        let mut server = Scripted::new("220 mx\r\n", move |cmd: &str| {
+            if cmd == "RSET" {
+                reply.clone()
+            } else {
+                rule(cmd)
+            }
+        });
+        let p = with(params(&["a@x"], CONTENT), |p| p.keep_open = true);
+        let mut c = Session::new(p, now);
+        let (first, _) = server.start(now);
+        let _ = run_with(&mut server, &mut c, first, false, CONTENT, &[], now);
+        assert!(c.is_idle());
+        let envelope = Envelope {
+            sender: "s@example.net".into(),
+            recipients: vec![rcpt("b@x")],
+            ..Envelope::default()
+        };
+        assert!(c.next_message(envelope.clone(), 10, now));
+        assert!(!c.next_message(envelope, 10, now), "only when idle");
+        let r = run_with(&mut server, &mut c, Vec::new(), false, CONTENT, &[], now);
+        assert_eq!(r.dones, 0, "{rset_reply:?}");
+        assert!(r.client_closed && c.is_reset_failed());
+    }
+}
+
+#[test]
+fn lost_connection_while_idle_is_a_failed_rset() {
+    let now = start();
+    let mut server = Scripted::new("220 mx\r\n", polite(EHLO_PIPE));
+    let p = with(params(&["a@x"], CONTENT), |p| p.keep_open = true);
+    let mut c = Session::new(p, now);
+    let (first, _) = server.start(now);
+    let _ = run_with(&mut server, &mut c, first, false, CONTENT, &[], now);
+    let envelope = Envelope {
+        recipients: vec![rcpt("b@x")],
+        ..Envelope::default()
+    };
+    assert!(c.next_message(envelope, 10, now));
+    c.handle_disconnect(now);
+    assert!(c.is_reset_failed());
+    assert_eq!(
+        outputs(&mut c),
+        [Output::Send(b"RSET\r\n".to_vec()), Output::Close]
+    );
 }
