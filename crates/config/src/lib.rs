@@ -305,12 +305,34 @@ impl Default for Queue {
 pub struct Local {
     /// The aliases file (aliases(5) format). Default `/etc/aliases`.
     pub aliases: PathBuf,
-    /// The mailbox, `~` being the recipient's home; ending in `/` means
-    /// Maildir, else mbox. Default `~/Maildir/`.
+    /// The mailbox of a system user: `~/` is the user's home and `%u` the
+    /// user name (`"/var/mail/%u"`); ending in `/` means a Maildir, else an
+    /// mbox file. Default `~/Maildir/`. Must start with `~/` or `/`.
     pub mailbox: String,
     /// Characters that separate a user from an extension (`user+ext`).
     /// Default `+`; `""` turns extensions off.
     pub recipient_delimiter: String,
+    /// Where `postmaster` goes when no alias, virtual mailbox or user of
+    /// that name exists: a local name or an address. Default `root`.
+    pub postmaster: String,
+    /// The virtual mailbox map: lines of `address  /path` (a path ending
+    /// in `/` is a Maildir, else an mbox file) for users without a Unix
+    /// account. Default `""`: none.
+    pub virtual_mailboxes: PathBuf,
+    /// The Unix user that owns and writes the virtual mailboxes.
+    /// Default `vmail`.
+    pub virtual_owner: String,
+    /// Honour `~/.forward` files (addresses only). Default `true`.
+    pub forward: bool,
+    /// Allow `|command` targets in the aliases file (only if root owns it).
+    /// Default `false`.
+    pub allow_commands: bool,
+    /// Allow `/file` targets in the aliases file (only if root owns it).
+    /// Default `false`.
+    pub allow_files: bool,
+    /// The user that runs `|command` targets and writes `/file` targets.
+    /// Default `nobody`.
+    pub command_user: String,
 }
 
 impl Default for Local {
@@ -319,6 +341,13 @@ impl Default for Local {
             aliases: PathBuf::from("/etc/aliases"),
             mailbox: "~/Maildir/".to_owned(),
             recipient_delimiter: "+".to_owned(),
+            postmaster: "root".to_owned(),
+            virtual_mailboxes: PathBuf::new(),
+            virtual_owner: "vmail".to_owned(),
+            forward: true,
+            allow_commands: false,
+            allow_files: false,
+            command_user: "nobody".to_owned(),
         }
     }
 }

@@ -641,6 +641,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 aliases: aliases.into(),
                 mailbox,
                 recipient_delimiter: delim,
+                ..Local::default()
             },
         ),
         ("/[a-z/]{1,10}", "[a-z][a-z0-9/-]{0,8}").prop_map(|(socket, tag)| Log {

@@ -80,6 +80,14 @@ fn host_name(dotted: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A plausible Unix user name.
+fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.$".contains(c))
+}
+
 /// A `usize` as `u64` for [`at_least`]; saturates on exotic targets.
 fn wide(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -90,12 +98,7 @@ pub(crate) fn check(config: &mut Config) -> Result<(), Invalid> {
     host_name("hostname", &config.hostname)?;
     non_empty_path("spool_dir", &config.spool_dir)?;
     non_empty_path("run_dir", &config.run_dir)?;
-    if config.user.is_empty()
-        || !config
-            .user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.$".contains(c))
-    {
+    if !is_user_name(&config.user) {
         return fail("user", format!("invalid user name {:?}", config.user));
     }
     check_smtpd(config)?;
@@ -233,8 +236,32 @@ fn check_queue(config: &Config) -> Result<(), Invalid> {
 fn check_local(config: &Config) -> Result<(), Invalid> {
     let l = &config.local;
     non_empty_path("local.aliases", &l.aliases)?;
-    if l.mailbox.is_empty() {
-        return fail("local.mailbox", "must not be empty");
+    if !(l.mailbox.starts_with("~/") || l.mailbox.starts_with('/')) {
+        return fail(
+            "local.mailbox",
+            format!(
+                "{:?} must start with \"~/\" (the user's home) or \"/\"",
+                l.mailbox
+            ),
+        );
+    }
+    if l.postmaster.is_empty()
+        || l.postmaster
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,:\"".contains(c))
+    {
+        return fail(
+            "local.postmaster",
+            format!("invalid address {:?}", l.postmaster),
+        );
+    }
+    for (dotted, name) in [
+        ("local.virtual_owner", &l.virtual_owner),
+        ("local.command_user", &l.command_user),
+    ] {
+        if !is_user_name(name) {
+            return fail(dotted, format!("invalid user name {name:?}"));
+        }
     }
     if let Some(c) = l
         .recipient_delimiter
