@@ -327,6 +327,11 @@ pub struct Local {
     /// Allow `|command` targets in the aliases file (only if root owns it).
     /// Default `false`.
     pub allow_commands: bool,
+    /// Refuse `sendmail -f` (choosing the envelope sender) to users other
+    /// than root and members of `user`'s group. Default `false`: anyone may
+    /// use `-f`, and an untrusted user's `-f` adds an
+    /// `X-Authentication-Warning:` header naming that user.
+    pub restrict_sender: bool,
     /// Allow `/file` targets in the aliases file (only if root owns it).
     /// Default `false`.
     pub allow_files: bool,
@@ -356,6 +361,7 @@ impl Default for Local {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
+            restrict_sender: false,
     /// The syslog socket. Default `/dev/log`.
     pub syslog_socket: PathBuf,
     /// Lines are tagged `<tag_prefix>/<program>`. Default `sluice`.
