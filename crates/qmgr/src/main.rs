@@ -11,6 +11,11 @@
 //! drops rows whose file is gone: deleting the index while Sluice is
 //! stopped loses no mail (at worst, delivered recipients get it again).
 //!
+//! It also picks up `maildrop/` (local submissions by `sluice-sendmail`)
+//! at start, every second and on a hint: each file is checked again (its
+//! owner, not its content, says who submitted it), committed to `queue/`
+//! under a new queue ID and removed; bad ones go to `corrupt/`.
+//!
 //! Each recipient is routed (a `routes` entry, local delivery for
 //! `local_domains`, the `*` smarthost, else the domain for DNS) and
 //! scheduled: jobs go to delivery agents on `run_dir/delivery.sock`,
@@ -33,6 +38,7 @@
 //! checked with the peer's credentials.
 //!
 //! # Diagnostics
+//! `QUEUEID: uid=N from=<...>` (pickup),
 //! `QUEUEID: from=<...>, size=N, nrcpt=N (queue active)`, `QUEUEID:
 //! removed`, `QUEUEID: sender non-delivery notification: ID`, on stderr or
 //! syslog (tag `sluice/qmgr`). Index errors are fatal; the master restarts
@@ -45,6 +51,7 @@
 
 mod bounce;
 mod index;
+mod pickup;
 mod queue;
 mod retry;
 mod route;

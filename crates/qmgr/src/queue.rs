@@ -122,6 +122,17 @@ impl Queue {
         self.import(&unknown)
     }
 
+    /// Turns the files in `maildrop/` into queue files and imports them
+    /// (see [`crate::pickup`]); returns how many.
+    pub(crate) fn pickup(&mut self) -> anyhow::Result<usize> {
+        let settings = crate::pickup::Settings::from_config(&self.config, &self.hostname);
+        let ids = crate::pickup::pickup_all(&self.spool, &settings);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.import(&ids)
+    }
+
     /// Reads queue files and adds them to the index (idempotent).
     pub(crate) fn import(&mut self, ids: &[QueueId]) -> anyhow::Result<usize> {
         let mut batch = Vec::with_capacity(ids.len());
