@@ -241,6 +241,18 @@ pub struct Smtp {
     /// How long an idle connection is kept for reuse. Default `5s`.
     #[serde(with = "duration::unit")]
     pub reuse_idle: Duration,
+    /// STARTTLS policy per destination, overriding `tls`. A key is a next
+    /// hop exactly as the queue manager hands it out (a route's value such
+    /// as `"[10.0.0.5]:25"`, or a recipient domain without a route), or
+    /// the bare host of one (`"10.0.0.5"`, `"relay.example"`); the exact
+    /// next hop wins. Default `{}`.
+    pub tls_policies: BTreeMap<String, TlsPolicy>,
+    /// Extra trust anchors for `"verify"` (PEM file of CA certificates,
+    /// used in addition to the system's). Default `""`: the system's only.
+    pub tls_ca_file: PathBuf,
+    /// Longest TLS handshake after STARTTLS. Default `30s`.
+    #[serde(with = "duration::unit")]
+    pub tls_timeout: Duration,
 }
 
 impl Default for Smtp {
@@ -254,6 +266,9 @@ impl Default for Smtp {
             max_hosts_per_attempt: 5,
             reuse_max_messages: 100,
             reuse_idle: Duration::from_secs(5),
+            tls_policies: BTreeMap::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -615,6 +615,12 @@ fn any_config() -> impl Strategy<Value = Config> {
                     max_hosts_per_attempt: hosts,
                     reuse_max_messages: reuse,
                     reuse_idle: idle,
+                    tls_policies: [("[mx.example]:2525".to_owned(), TlsPolicy::Verify)]
+                        .into_iter()
+                        .take(tls % 2)
+                        .collect(),
+                    tls_ca_file: PathBuf::new(),
+                    tls_timeout: connect,
                 },
             ),
         (
@@ -707,4 +713,41 @@ proptest! {
             prop_assert!(shown.starts_with(&format!("{FILE}:")), "{}", shown);
         }
     }
+}
+
+#[test]
+fn tls_policies_ca_file_and_handshake_limit() {
+    let c = ok("(smtp: (\n  tls_policies: { \"[MX.Partner.example]:2525\": \"verify\", \"bank.example\": \"encrypt\" },\n  tls_ca_file: \"/etc/sluice/ca.pem\",\n  tls_timeout: \"10s\",\n))");
+    assert_eq!(
+        c.smtp.tls_policies["[mx.partner.example]:2525"],
+        TlsPolicy::Verify,
+        "keys are lower-cased"
+    );
+    assert_eq!(c.smtp.tls_policies["bank.example"], TlsPolicy::Encrypt);
+    assert_eq!(c.smtp.tls_ca_file, Path::new("/etc/sluice/ca.pem"));
+    assert_eq!(c.smtp.tls_timeout, Duration::from_secs(10));
+    assert_eq!(ok(&c.to_ron_pretty()), c);
+
+    let (line, key, message) =
+        key_error("(smtp: (\n tls_policies: {\n \"x.example\": \"sometimes\" }))");
+    assert_eq!(
+        (line, key.as_str()),
+        (3, "smtp.tls_policies[\"x.example\"]")
+    );
+    assert!(
+        message.contains("invalid TLS policy \"sometimes\""),
+        "{message}"
+    );
+    let (line, key, message) =
+        key_error("(smtp: (\n tls_policies: {\n \"[unclosed\": \"verify\" }))");
+    assert_eq!(
+        (line, key.as_str()),
+        (3, "smtp.tls_policies[\"[unclosed\"]")
+    );
+    assert!(
+        message.contains("a key is a next hop or a host"),
+        "{message}"
+    );
+    let (line, key, _) = key_error("(smtp: (\n tls_timeout: \"0\"))");
+    assert_eq!((line, key.as_str()), (2, "smtp.tls_timeout"));
 }

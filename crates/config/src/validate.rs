@@ -105,6 +105,7 @@ pub(crate) fn check(config: &mut Config) -> Result<(), Invalid> {
     check_domains(config)?;
     nonzero("dns.timeout", config.dns.timeout)?;
     check_smtp(config)?;
+    check_tls_policies(config)?;
     check_queue(config)?;
     check_local(config)?;
     non_empty_path("log.syslog_socket", &config.log.syslog_socket)?;
@@ -205,6 +206,30 @@ fn check_smtp(config: &Config) -> Result<(), Invalid> {
         1,
         " (1 means one message per connection)",
     )?;
+    nonzero("smtp.tls_timeout", s.tls_timeout)?;
+    Ok(())
+}
+
+/// `smtp.tls_policies` keys are next hops (or hosts): checked with the
+/// route grammar, and lower-cased so that lookups need not care.
+fn check_tls_policies(config: &mut Config) -> Result<(), Invalid> {
+    let mut policies = BTreeMap::new();
+    for (hop, policy) in std::mem::take(&mut config.smtp.tls_policies) {
+        let here = key("smtp.tls_policies").name(&hop);
+        if let Err(e) = hop.parse::<crate::NextHop>() {
+            return Err(Invalid {
+                keys: vec![here],
+                message: format!("{e} (a key is a next hop or a host)"),
+            });
+        }
+        if policies.insert(hop.to_ascii_lowercase(), policy).is_some() {
+            return Err(Invalid {
+                keys: vec![here],
+                message: format!("a policy for {hop:?} is already given"),
+            });
+        }
+    }
+    config.smtp.tls_policies = policies;
     Ok(())
 }
 
