@@ -136,6 +136,30 @@ pub fn delivery(d: &Delivery<'_>) -> String {
     )
 }
 
+/// `Verified TLS connection established to host[ip]:port: TLSv1.3 with
+/// cipher TLS13_AES_256_GCM_SHA384` (Postfix's line, one per TLS session).
+/// `trust` is `Verified` (the certificate chains to a trusted root and
+/// names the host) or `Untrusted` (not checked: `may` and `encrypt`).
+pub fn tls_established(trust: &str, relay: &str, version: &str, cipher: &str) -> String {
+    format!(
+        "{} TLS connection established to {}: {} with cipher {}",
+        printable(trust, 16),
+        printable(relay, 300),
+        printable(version, 16),
+        printable(cipher, 64)
+    )
+}
+
+/// `host[ip]:port: plain text session (no STARTTLS offered)`: a session
+/// without TLS, and why.
+pub fn plain_session(relay: &str, why: &str) -> String {
+    format!(
+        "{}: plain text session ({})",
+        printable(relay, 300),
+        printable(why, 200)
+    )
+}
+
 /// Postfix's compact seconds: `0.12`, `1.2`, `12`, `0`.
 fn seconds(s: f64) -> String {
     if !s.is_finite() || s < 0.005 {
@@ -267,6 +291,24 @@ mod tests {
         assert_eq!(
             notification("4XKJ0ABC", "sender non-delivery", "5ABC"),
             "4XKJ0ABC: sender non-delivery notification: 5ABC"
+        );
+    }
+
+    #[test]
+    fn golden_tls() {
+        assert_eq!(
+            tls_established(
+                "Verified",
+                "mx.tls.test[127.0.0.1]:2525",
+                "TLSv1.3",
+                "TLS13_AES_256_GCM_SHA384"
+            ),
+            "Verified TLS connection established to mx.tls.test[127.0.0.1]:2525: \
+             TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384"
+        );
+        assert_eq!(
+            plain_session("sink.test[127.0.0.1]:25", "no STARTTLS offered"),
+            "sink.test[127.0.0.1]:25: plain text session (no STARTTLS offered)"
         );
     }
 
