@@ -9,10 +9,13 @@
 //! One mio event loop serves many connections. Each connection drives a
 //! `sluice_proto::server::Session` (the SMTP state machine, pure code); this
 //! program only moves bytes, reads the clock, and answers the machine's
-//! asks. At the end of a message it writes one queue file through
-//! `sluice_spool::Spool::commit` (temporary file, fsync, link into `queue/`,
-//! fsync of the directory) and only then lets the machine reply
-//! `250 2.0.0 Ok: queued as ID`. A write error of any kind (full disk,
+//! asks. At the end of a message it hands the queue file to its commit
+//! thread, which makes the messages of all sessions that finished meanwhile
+//! durable together (`sluice_spool::Spool::commit_batch`: temporary files
+//! written and fsynced in parallel, linked into `queue/`, one fsync of the
+//! directory); only then does the machine reply
+//! `250 2.0.0 Ok: queued as ID`. The session reads nothing more until then;
+//! other sessions go on. A write error of any kind (full disk,
 //! permissions) is answered `451 4.3.0` and leaves no partial file. After
 //! each commit it hints the queue manager over `run_dir/qmgr.sock` if that
 //! socket exists; a lost hint costs latency, never mail (the queue manager
@@ -31,9 +34,11 @@
 //! from`, `QUEUEID: client=`, `NOQUEUE: reject: ...`, `disconnect from`.
 //!
 //! # Must never
-//! Reply 250 to a message before `spool::commit` has returned `Ok`.
+//! Reply 250 to a message before the spool has said that its file and
+//! directory entry are on disk.
 #![forbid(unsafe_code)]
 
+mod committer;
 mod server;
 
 use std::path::PathBuf;

@@ -21,10 +21,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use sluice_config::Config;
 use sluice_proto::server::{Ask, Commit, Event, Output, Peer, Session, Verdict};
-use sluice_spool::{Message, QueueId, Source, Spool};
+use sluice_spool::{QueueId, Spool};
+
+use crate::committer::{self, Committer};
 
 const SIGNALS: Token = Token(0);
-const FIRST_LISTENER: usize = 1;
+const WAKER: Token = Token(1);
+const FIRST_LISTENER: usize = 2;
 const FIRST_CONNECTION: usize = 1 << 16;
 /// Stop reading from a client while this much of its replies is unsent.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -46,7 +49,7 @@ struct Connection {
 /// What answering an ask needs, apart from the connection table.
 struct Context {
     hostname: String,
-    spool: Spool,
+    committer: Committer,
     qmgr_socket: PathBuf,
     qmgr: Option<UnixStream>,
 }
@@ -110,8 +113,9 @@ impl Server {
                 .register(&mut l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
             mio_listeners.push(l);
         }
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
         let context = Context {
-            spool: Spool::new(&config.spool_dir),
+            committer: Committer::start(Spool::new(&config.spool_dir), waker)?,
             qmgr_socket: config.run_dir.join("qmgr.sock"),
             qmgr: None,
             hostname: hostname.clone(),
@@ -157,6 +161,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
+                    WAKER => self.committed(),
                     Token(t) if (FIRST_LISTENER..FIRST_CONNECTION).contains(&t) => {
                         self.accept(t - FIRST_LISTENER);
                     }
@@ -283,7 +288,7 @@ impl Server {
             let Some(c) = self.connections.get_mut(&token) else {
                 return;
             };
-            if c.closing || c.eof || c.out.len() > OUT_HIGH_WATER {
+            if c.closing || c.eof || c.out.len() > OUT_HIGH_WATER || !c.session.wants_input() {
                 break;
             }
             match c.stream.read(&mut self.read_buf) {
@@ -316,8 +321,11 @@ impl Server {
             match output {
                 Output::Send(bytes) => c.out.extend_from_slice(&bytes),
                 Output::Ask(Ask::Commit(commit)) => {
-                    let verdict = self.context.commit(commit);
-                    c.session.handle_verdict(verdict, Instant::now());
+                    // The session waits (reads nothing more) until the
+                    // commit thread answers; see `committed`.
+                    if let Err(verdict) = self.context.commit(token, commit) {
+                        c.session.handle_verdict(verdict, Instant::now());
+                    }
                 }
                 Output::Ask(Ask::Etrn { domain }) => {
                     let verdict = self.context.etrn(&domain, c.peer.ip());
@@ -392,6 +400,42 @@ impl Server {
         }
     }
 
+    /// Answers the sessions whose messages the commit thread has finished
+    /// with: 250 only for an `Ok`.
+    fn committed(&mut self) {
+        for done in self.context.committer.results() {
+            let queue_id = done.id.to_string();
+            let verdict = match done.result {
+                Ok(()) => {
+                    log::info!(
+                        "{}",
+                        sluice_log::line::client(
+                            &queue_id,
+                            done.client.hostname.as_deref(),
+                            done.client.addr
+                        )
+                    );
+                    self.context.hint_qmgr(&queue_id);
+                    Verdict::Queued { queue_id }
+                }
+                Err(e) => {
+                    log::error!("{queue_id}: queue file write error: {e}");
+                    Verdict::TempFail
+                }
+            };
+            let Some(c) = self.connections.get_mut(&done.token) else {
+                // The client left while its message was being committed:
+                // the file stands (it may be delivered twice if the client
+                // sends it again, never lost).
+                continue;
+            };
+            c.session.handle_verdict(verdict, Instant::now());
+            self.drive(done.token);
+            // Input that waited behind the commit can be read now.
+            self.read(done.token);
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
         let due: Vec<Token> = self
             .connections
@@ -409,48 +453,33 @@ impl Server {
 }
 
 impl Context {
-    /// Writes the queue file durably; only an `Ok` from the spool becomes
-    /// `Verdict::Queued`, which is the only way the machine says 250.
-    fn commit(&mut self, commit: Commit) -> Verdict {
+    /// Hands a finished message to the commit thread. The answer comes
+    /// later through `Server::committed`; only an `Ok` from the spool
+    /// becomes `Verdict::Queued`, the only way the machine says 250. `Err`
+    /// is the verdict to give at once (the commit thread is gone).
+    fn commit(&mut self, token: Token, commit: Commit) -> Result<(), Verdict> {
         let id = QueueId::generate();
         let arrival = SystemTime::now();
-        let date = rfc5322_date(arrival);
-        let queue_id = id.to_string();
         let received = sluice_proto::received::header(
             &self.hostname,
             &commit.client,
             &commit.envelope,
-            &queue_id,
-            &date,
+            &id.to_string(),
+            &rfc5322_date(arrival),
         );
-        let source = Source::Smtp(commit.client);
-        let message = Message {
+        let request = committer::Request {
+            token,
             id,
             arrival,
-            source: &source,
-            envelope: &commit.envelope,
-            content: &[received.as_bytes(), &commit.content],
+            client: commit.client,
+            envelope: commit.envelope,
+            received,
+            content: commit.content,
         };
-        match self.spool.commit(&message) {
-            Ok(_) => {
-                if let Source::Smtp(client) = &source {
-                    log::info!(
-                        "{}",
-                        sluice_log::line::client(
-                            &queue_id,
-                            client.hostname.as_deref(),
-                            client.addr
-                        )
-                    );
-                }
-                self.hint_qmgr(&queue_id);
-                Verdict::Queued { queue_id }
-            }
-            Err(e) => {
-                log::error!("{queue_id}: queue file write error: {e}");
-                Verdict::TempFail
-            }
-        }
+        self.committer.submit(request).map_err(|r| {
+            log::error!("{}: the commit thread is gone", r.id);
+            Verdict::TempFail
+        })
     }
 
     /// ETRN: asks the queue manager to attempt the domain's deferred mail

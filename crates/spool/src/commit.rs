@@ -45,6 +45,9 @@ const MAILDROP_TMP_PREFIX: &str = ".tmp.";
 /// Temporary maildrop files older than this are leftovers of a crash.
 const MAILDROP_TMP_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Most files a group commit writes and fsyncs at the same time.
+pub const BATCH_PARALLELISM: usize = 16;
+
 /// Distinguishes temporary files of concurrent writers in one process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -100,6 +103,88 @@ impl Spool {
             return Err(e);
         }
         Ok(dest)
+    }
+
+    /// Group commit: makes every message in `msgs` durable in `queue/` with
+    /// one directory fsync for the whole batch. The files are written and
+    /// fsynced in parallel (up to [`BATCH_PARALLELISM`] at once), so that
+    /// the file system's journal commits them together instead of one
+    /// journal commit per message; then each is linked into `queue/`, and
+    /// `queue/` is fsynced once.
+    ///
+    /// Returns one result per message, in order, each meaning what
+    /// [`Spool::commit`] means: `Ok` only when the file and its directory
+    /// entry are on disk. If the directory fsync fails, every file of the
+    /// batch is taken back and fails.
+    pub fn commit_batch(&self, msgs: &[Message<'_>]) -> Vec<Result<PathBuf, Error>> {
+        let area = Area::Queue;
+        let headers: Vec<Vec<u8>> = msgs.iter().map(encode_header).collect();
+        let jobs: Vec<(String, Vec<&[u8]>)> = msgs
+            .iter()
+            .zip(&headers)
+            .map(|(msg, header)| {
+                let mut pieces: Vec<&[u8]> = Vec::with_capacity(msg.content.len() + 2);
+                pieces.push(header);
+                pieces.extend_from_slice(msg.content);
+                pieces.push(TRAILER);
+                (msg.id.to_string(), pieces)
+            })
+            .collect();
+        let staged = self.stage_all(area, &jobs);
+        let mut results: Vec<Result<PathBuf, Error>> = staged
+            .into_iter()
+            .map(|s| s.and_then(|staged| self.publish(staged)))
+            .collect();
+        let Some(first) = results.iter().find_map(|r| r.as_ref().ok()).cloned() else {
+            return results;
+        };
+        if let Err(e) = self.sync_dir(area, &first) {
+            let reason = e.to_string();
+            for r in &mut results {
+                if let Ok(dest) = r {
+                    let _ = fs::remove_file(&*dest);
+                    *r = Err(Error::io("fsync", &self.dir(area))(io::Error::other(
+                        reason.clone(),
+                    )));
+                }
+            }
+        }
+        results
+    }
+
+    /// Stages many files at once, spreading the writes and fsyncs over a
+    /// few threads.
+    fn stage_all(&self, area: Area, jobs: &[(String, Vec<&[u8]>)]) -> Vec<Result<Staged, Error>> {
+        let stage = |(name, pieces): &(String, Vec<&[u8]>)| {
+            check_name(name).and_then(|()| self.stage(area, name, pieces))
+        };
+        if jobs.len() <= 1 {
+            return jobs.iter().map(stage).collect();
+        }
+        let per_thread = jobs.len().div_ceil(BATCH_PARALLELISM);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .chunks(per_thread)
+                .map(|chunk| {
+                    let handle = scope.spawn(move || chunk.iter().map(stage).collect::<Vec<_>>());
+                    (chunk.len(), handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(len, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        (0..len)
+                            .map(|_| {
+                                Err(Error::io("stage", &self.dir(Area::Tmp))(io::Error::other(
+                                    "a staging thread panicked",
+                                )))
+                            })
+                            .collect()
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Step 1: writes and fsyncs `pieces` under a fresh temporary name.

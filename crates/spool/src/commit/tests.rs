@@ -208,3 +208,64 @@ fn committed_file_decodes() {
     assert_eq!(file.envelope, env);
     assert_eq!(file.content, [TRAILER, b"\n\n"].concat());
 }
+
+#[test]
+fn commit_batch_makes_every_file_durable_with_exact_bytes() {
+    let (_dir, spool) = spool();
+    let env = envelope();
+    let src = local();
+    let bodies: Vec<Vec<u8>> = (0..40)
+        .map(|i| format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    let pieces: Vec<[&[u8]; 1]> = bodies.iter().map(|b| [b.as_slice()]).collect();
+    let msgs: Vec<Message<'_>> = pieces
+        .iter()
+        .map(|p| Message {
+            id: QueueId::generate(),
+            arrival: UNIX_EPOCH,
+            source: &src,
+            envelope: &env,
+            content: p,
+        })
+        .collect();
+    let results = spool.commit_batch(&msgs);
+    assert_eq!(results.len(), 40);
+    for (msg, result) in msgs.iter().zip(&results) {
+        let path = result.as_ref().expect("committed");
+        assert_eq!(fs::read(path).unwrap(), encode(msg));
+    }
+    assert_eq!(names(&spool.dir(Area::Queue)).len(), 40);
+    assert!(names(&spool.dir(Area::Tmp)).is_empty());
+}
+
+#[test]
+fn commit_batch_fails_one_message_without_harming_the_others() {
+    let (_dir, spool) = spool();
+    let env = envelope();
+    let src = local();
+    let taken = QueueId::generate();
+    spool
+        .commit_into(Area::Queue, &taken.to_string(), &[b"already here"])
+        .unwrap();
+    let content: [&[u8]; 1] = [b"x\r\n"];
+    let ids = [QueueId::generate(), taken, QueueId::generate()];
+    let msgs: Vec<Message<'_>> = ids
+        .iter()
+        .map(|id| Message {
+            id: *id,
+            arrival: UNIX_EPOCH,
+            source: &src,
+            envelope: &env,
+            content: &content,
+        })
+        .collect();
+    let results = spool.commit_batch(&msgs);
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(Error::Exists { .. })));
+    assert!(results[2].is_ok());
+    assert_eq!(
+        fs::read(spool.dir(Area::Queue).join(taken.to_string())).unwrap(),
+        b"already here"
+    );
+    assert!(names(&spool.dir(Area::Tmp)).is_empty());
+}
