@@ -1,0 +1,143 @@
+//! Forwarding: a local recipient whose alias or `.forward` names addresses
+//! elsewhere gets a new queue file for them (same sender, content with a
+//! `Delivered-To:` for the local recipient prepended), committed through
+//! `Spool::commit` as the spool's owner, then a `NewMail` hint to the
+//! queue manager.
+//!
+//! # Must never
+//! Report a recipient forwarded before the new queue file is committed, or
+//! leave a queue file the queue manager cannot read (it is written with
+//! the effective user and group of the `sluice` user, then root is taken
+//! back).
+//!
+//! # Security
+//! The agent is root; the effective IDs are switched only around the
+//! commit (the agent is single-threaded).
+//!
+//! # Errors
+//! A failed commit is returned (the recipient is deferred); a lost hint is
+//! only logged (the queue manager scans `queue/` anyway).
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use nix::unistd::{Gid, Uid};
+use sluice_proto::envelope::{Envelope, Recipient};
+use sluice_spool::{Message, QueueFile, QueueId, Spool};
+
+/// Effective IDs switched to the spool owner until dropped.
+struct AsOwner {
+    switched: bool,
+}
+
+impl AsOwner {
+    fn new(owner: Option<(u32, u32)>) -> Result<AsOwner, String> {
+        let Some((uid, gid)) = owner else {
+            return Ok(AsOwner { switched: false });
+        };
+        if !Uid::effective().is_root() {
+            return Ok(AsOwner { switched: false });
+        }
+        nix::unistd::setegid(Gid::from_raw(gid)).map_err(|e| format!("setegid: {e}"))?;
+        if let Err(e) = nix::unistd::seteuid(Uid::from_raw(uid)) {
+            let _ = nix::unistd::setegid(Gid::from_raw(0));
+            return Err(format!("seteuid: {e}"));
+        }
+        Ok(AsOwner { switched: true })
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        if self.switched {
+            // Failing to take root back would break every later delivery:
+            // that is a broken invariant, and the master restarts us.
+            if let Err(e) = nix::unistd::seteuid(Uid::from_raw(0))
+                .and_then(|()| nix::unistd::setegid(Gid::from_raw(0)))
+            {
+                panic!("cannot regain root after writing the queue file: {e}");
+            }
+        }
+    }
+}
+
+/// Queues `file`'s content again for `addresses`, from the same sender,
+/// as forwarded for `original`. Returns the new queue ID.
+pub(crate) fn forward(
+    spool: &Spool,
+    owner: Option<(u32, u32)>,
+    file: &QueueFile,
+    original: &Recipient,
+    addresses: &[String],
+) -> Result<QueueId, String> {
+    let envelope = Envelope {
+        recipients: addresses
+            .iter()
+            .map(|a| Recipient {
+                address: a.clone(),
+                notify: original.notify,
+                orcpt: original
+                    .orcpt
+                    .clone()
+                    .or_else(|| Some(format!("rfc822;{}", original.address))),
+            })
+            .collect(),
+        ..file.envelope.clone()
+    };
+    let header = format!("Delivered-To: {}\r\n", original.address);
+    let content: [&[u8]; 2] = [header.as_bytes(), &file.content];
+    let id = QueueId::generate();
+    let message = Message {
+        id,
+        arrival: SystemTime::now(),
+        source: &file.source,
+        envelope: &envelope,
+        content: &content,
+    };
+    let _as_owner = AsOwner::new(owner)?;
+    spool.commit(&message).map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// Tells the queue manager about `id` (best effort).
+pub(crate) fn hint(run_dir: &Path, id: QueueId) {
+    let socket = run_dir.join("qmgr.sock");
+    let sent = (|| -> Result<(), String> {
+        let mut stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+        let timeout = Some(Duration::from_secs(2));
+        stream
+            .set_read_timeout(timeout)
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(timeout)
+            .map_err(|e| e.to_string())?;
+        let mut decoder = sluice_ipc::FrameDecoder::new();
+        let mut buf = [0u8; 512];
+        let hello: sluice_ipc::Hello = loop {
+            if let Some(h) = decoder.next_message().map_err(|e| e.to_string())? {
+                break h;
+            }
+            let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before its hello".to_owned());
+            }
+            decoder.push(&buf[..n]);
+        };
+        if hello.protocol != sluice_ipc::qmgr::PROTOCOL {
+            return Err(format!("speaks {:?}", hello.protocol));
+        }
+        let frame = sluice_ipc::encode(&sluice_ipc::qmgr::Request::NewMail {
+            queue_id: id.to_string(),
+        })
+        .map_err(|e| e.to_string())?;
+        stream.write_all(&frame).map_err(|e| e.to_string())
+    })();
+    if let Err(e) = sent {
+        log::info!(
+            "{id}: no new-mail hint to {} ({e}); the queue manager will find the file",
+            socket.display()
+        );
+    }
+}
