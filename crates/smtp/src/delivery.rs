@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     /// Per-step SMTP timeouts.
     pub(crate) timeouts: Timeouts,
+    /// Name resolution, ports and the loop check for next hops.
+    pub(crate) route: route::RouteContext,
 }
 
 /// The log's `status=` word.
@@ -199,7 +201,7 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
     }
 
     if !sending.is_empty() {
-        let routed = route::plan(&job.next_hop).and_then(|plan| match plan {
+        let routed = route::plan(&job.next_hop, &settings.route).and_then(|plan| match plan {
             route::Plan::Smtp(hosts) => Ok(hosts),
             route::Plan::LmtpUnix(_) | route::Plan::LmtpInet(_) => Err(route::Stop {
                 dsn: "4.3.5",
@@ -342,6 +344,20 @@ mod tests {
             helo_name: "out.example".into(),
             connect_timeout: Duration::from_secs(1),
             timeouts: Timeouts::uniform(Duration::from_secs(5)),
+            route: route::RouteContext {
+                // Nobody answers there: MX lookups fail at once, temporarily.
+                resolver: sluice_dns::Resolver::new(
+                    vec!["127.0.0.1:1".parse().unwrap()],
+                    Duration::from_secs(1),
+                ),
+                system_hosts: false,
+                port: 25,
+                max_hosts: 5,
+                me: route::Me {
+                    hostname: "out.example".into(),
+                    listen: vec![],
+                },
+            },
         }
     }
 
@@ -410,9 +426,13 @@ mod tests {
         let r = deliver_job(&settings(dir.path()), &job(&id.to_string(), "example.org"));
         assert_eq!(r.recipients.len(), 2);
         assert_eq!(r.recipients[0].dsn, "4.4.3");
-        assert!(r.recipients[0]
-            .reply
-            .contains("no route to example.org: MX lookup is not implemented yet (issue #4)"));
+        assert!(
+            r.recipients[0]
+                .reply
+                .contains("name=example.org type=MX: Host not found, try again"),
+            "{}",
+            r.recipients[0].reply
+        );
         assert_eq!(r.recipients[1].dsn, "4.3.0");
         assert!(r.recipients[1]
             .reply

@@ -120,6 +120,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
+    let route = route::RouteContext {
+        resolver: sluice_dns::Resolver::new(config.dns.nameservers.clone(), config.dns.timeout),
+        system_hosts: config.dns.nameservers.is_empty(),
+        port: config.smtp.port,
+        max_hosts: config.smtp.max_hosts_per_attempt,
+        me: route::Me {
+            hostname: hostname.clone(),
+            listen: config.smtpd.listen.clone(),
+        },
+    };
     let helo_name = if config.smtp.helo_name.is_empty() {
         hostname
     } else {
@@ -130,6 +140,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         helo_name,
         connect_timeout: config.smtp.connect_timeout,
         timeouts: Timeouts::uniform(config.smtp.command_timeout),
+        route,
     };
     agent::serve(&config.run_dir, &settings, &stop)
 }

@@ -110,7 +110,8 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("sluice.ron");
     let text = format!(
         "(\n  hostname: \"out.example\",\n  spool_dir: \"{}\",\n  run_dir: \"{}\",\n  user: \"{}\",\n  \
-         smtp: ( connect_timeout: \"5s\", command_timeout: \"10s\" ),\n)\n",
+         smtp: ( connect_timeout: \"5s\", command_timeout: \"10s\" ),\n  \
+         dns: ( nameservers: [\"127.0.0.1:1\"], timeout: \"1s\" ),\n)\n",
         dir.join("spool").display(),
         dir.join("run").display(),
         current_user()
@@ -308,7 +309,7 @@ fn delivers_bounces_and_defers_one_job_then_stops_on_sigterm() {
     );
     assert_eq!(sluice_proto::data::dot_unstuff(&seen.stuffed), CONTENT);
 
-    // An MX next hop (issue #4) and an unreachable one.
+    // An MX next hop whose name server is down, and an unreachable host.
     let result = deliver(
         &mut stream,
         &mut decoder,
@@ -316,9 +317,12 @@ fn delivers_bounces_and_defers_one_job_then_stops_on_sigterm() {
     );
     let r = &result.recipients[0];
     assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Deferred, "4.4.3"));
-    assert!(r
-        .reply
-        .contains("MX lookup is not implemented yet (issue #4)"));
+    assert!(
+        r.reply
+            .contains("name=example.org type=MX: Host not found, try again"),
+        "{}",
+        r.reply
+    );
     let closed_port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -370,7 +374,7 @@ fn delivers_bounces_and_defers_one_job_then_stops_on_sigterm() {
         format!("{id}: to=<defer@example.org>, {relay}, delay="),
         "dsn=4.2.2, status=deferred (452 4.2.2 mailbox full)".to_owned(),
         format!("{id}: to=<defer@example.org>, relay=none, delay="),
-        "dsn=4.4.3, status=deferred (no route to example.org".to_owned(),
+        "dsn=4.4.3, status=deferred (Host or domain name not found. Name service error for name=example.org type=MX".to_owned(),
         "dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]".to_owned(),
     ];
     for w in want {
