@@ -74,6 +74,7 @@ fn config(flags: u8) -> Config {
         },
         vrfy_enabled: flags & 4 != 0,
         expn_enabled: flags & 8 != 0,
+        check_local_recipients: flags & 16 != 0,
     }
 }
 
@@ -120,6 +121,11 @@ impl Driver {
                         }
                         Ask::Etrn { .. } if self.answers % 2 == 0 => Verdict::EtrnUnavailable,
                         Ask::Etrn { .. } => Verdict::EtrnStarted,
+                        Ask::CheckRecipient { .. } => match self.answers % 3 {
+                            0 => Verdict::RecipientKnown,
+                            1 => Verdict::RecipientUnknown,
+                            _ => Verdict::RecipientUnavailable,
+                        },
                     };
                     self.session.handle_verdict(v, self.now);
                 }

@@ -5,15 +5,26 @@
 use std::collections::HashSet;
 
 use nix::sys::signal::{kill, Signal};
+use sluice_e2e::sink::Sink;
 use sluice_e2e::{message, send_with_python, wait_for, Instance, Mail, Raw};
 
-fn relay_instance() -> Instance {
-    Instance::new("local_domains: [\"local.test\"], relay_domains: [\"relay.test\"],")
+/// An instance whose relay domain's next hop defers everything, so that
+/// accepted mail stays in `queue/` for the test to look at. The sink must
+/// live as long as the instance.
+fn relay_instance() -> (Instance, Sink) {
+    let sink = Sink::start("127.0.0.1");
+    sink.on_rcpt(|_| "451 4.3.0 not now".to_owned());
+    let instance = Instance::new(&format!(
+        "local_domains: [\"local.test\"], relay_domains: [\"relay.test\"], \
+         routes: {{ \"relay.test\": \"{}\" }},",
+        sink.route()
+    ));
+    (instance, sink)
 }
 
 #[test]
 fn queue_file_holds_exactly_the_envelope_and_the_bytes_sent() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     // A line starting with a dot (stuffed on the wire by the client), 8-bit
     // text, and an empty line: all must arrive exactly.
@@ -30,7 +41,7 @@ fn queue_file_holds_exactly_the_envelope_and_the_bytes_sent() {
     data.extend_from_slice(b"last line\r\n");
     let mail = Mail {
         from: "alice@client.test".into(),
-        to: vec!["bob@relay.test".into(), "carol@local.test".into()],
+        to: vec!["bob@relay.test".into(), "postmaster@local.test".into()],
         data: data.clone(),
     };
     let outcome = send_with_python(addr, 1, std::slice::from_ref(&mail)).remove(0);
@@ -50,7 +61,7 @@ fn queue_file_holds_exactly_the_envelope_and_the_bytes_sent() {
         .iter()
         .map(|r| r.address.as_str())
         .collect();
-    assert_eq!(rcpts, ["bob@relay.test", "carol@local.test"]);
+    assert_eq!(rcpts, ["bob@relay.test", "postmaster@local.test"]);
     // The content is the Received header, then exactly what was sent.
     let content = String::from_utf8_lossy(&file.content).into_owned();
     assert!(
@@ -78,7 +89,7 @@ fn queue_file_holds_exactly_the_envelope_and_the_bytes_sent() {
 
 #[test]
 fn fifty_concurrent_sessions_all_get_their_mail_queued() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     let mails: Vec<Mail> = (0..100)
         .map(|i| Mail {
@@ -127,7 +138,7 @@ fn relaying_is_refused_to_strangers() {
 
 #[test]
 fn kill_9_of_smtpd_right_after_250_loses_nothing() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     for round in 0..3 {
         let mut raw = Raw::connect(addr);
@@ -154,7 +165,7 @@ fn kill_9_of_smtpd_right_after_250_loses_nothing() {
 
 #[test]
 fn kill_9_in_the_middle_of_data_leaves_no_file() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     let mut raw = Raw::connect(addr);
     raw.command("EHLO client.test");
@@ -174,7 +185,7 @@ fn kill_9_in_the_middle_of_data_leaves_no_file() {
 
 #[test]
 fn master_restarts_a_killed_smtpd_and_serves_again() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     wait_for("two smtpd", || sluice.smtpd_pids().len() == 2);
     let before = sluice.smtpd_pids();
@@ -207,7 +218,7 @@ fn master_restarts_a_killed_smtpd_and_serves_again() {
 
 #[test]
 fn sigterm_lets_a_transaction_finish_then_stops_everything() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     let mut busy = Raw::connect(addr);
     busy.command("EHLO client.test");
@@ -242,7 +253,7 @@ fn sigterm_lets_a_transaction_finish_then_stops_everything() {
 
 #[test]
 fn master_tells_systemd_it_is_ready() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let notify_path = sluice.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
     socket
@@ -259,7 +270,7 @@ fn master_tells_systemd_it_is_ready() {
 
 #[test]
 fn sighup_rereads_the_config_and_a_bad_one_is_refused() {
-    let mut sluice = relay_instance();
+    let (mut sluice, _sink) = relay_instance();
     let addr = sluice.start();
     let one = |to: &[&str]| {
         let mut raw = Raw::connect(addr);
@@ -300,4 +311,28 @@ fn sighup_rereads_the_config_and_a_bad_one_is_refused() {
     assert!(replies[0].starts_with("250"), "{replies:?}");
     assert!(replies[1].starts_with("452 4.5.3"), "{replies:?}");
     assert_eq!(sluice.smtp_addr(), addr, "the listening socket is kept");
+}
+
+#[test]
+fn unknown_local_users_are_refused_at_rcpt_time() {
+    let (mut sluice, _sink) = relay_instance();
+    let addr = sluice.start();
+    let mut raw = Raw::connect(addr);
+    raw.command("EHLO client.test");
+    assert!(raw.command("MAIL FROM:<a@client.test>").starts_with("250"));
+    let root = raw.command("RCPT TO:<root@local.test>");
+    assert!(root.starts_with("250"), "a system user exists: {root}");
+    let nobody = raw.command("RCPT TO:<no-such-user-4711@local.test>");
+    assert!(nobody.starts_with("550 5.1.1"), "{nobody}");
+    let pm = raw.command("RCPT TO:<Postmaster@LOCAL.test>");
+    assert!(
+        pm.starts_with("250"),
+        "postmaster is always deliverable: {pm}"
+    );
+    raw.command("QUIT");
+    wait_for("the reject line", || {
+        sluice
+            .log()
+            .contains("User unknown in local recipient table")
+    });
 }

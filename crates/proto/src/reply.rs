@@ -340,6 +340,25 @@ pub fn lost_sync(host: &str) -> Reply {
         &format!("{host} Error: bad BDAT chunk size, closing connection"),
     )
 }
+/// `550 5.1.1 <addr>: Recipient address rejected: User unknown in local
+/// recipient table` (Postfix's words, which fail2ban filters know).
+pub fn unknown_local_recipient(address: &str) -> Reply {
+    Reply::new(
+        550,
+        e(5, 1, 1),
+        &format!("<{address}>: Recipient address rejected: User unknown in local recipient table"),
+    )
+}
+
+/// `451 4.3.0 <addr>: Temporary lookup failure`.
+pub fn recipient_lookup_failed(address: &str) -> Reply {
+    Reply::new(
+        451,
+        e(4, 3, 0),
+        &format!("<{address}>: Temporary lookup failure"),
+    )
+}
+
 /// `421 4.7.0 host Error: too many connections` (the per-process cap).
 pub fn too_many_connections(host: &str) -> Reply {
     Reply::new(

@@ -48,6 +48,9 @@ fn play(pieces: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>) {
                     s.handle_verdict(Verdict::Queued { queue_id }, now);
                 }
                 Output::Ask(Ask::Etrn { .. }) => s.handle_verdict(Verdict::EtrnStarted, now),
+                Output::Ask(Ask::CheckRecipient { .. }) => {
+                    s.handle_verdict(Verdict::RecipientKnown, now);
+                }
                 Output::Log(_) | Output::Close => {}
             }
         }

@@ -15,9 +15,11 @@
 //!   text` sends the escaped `text` N times. Consecutive client lines form
 //!   one chunk of input (a pipelined group).
 //! - `S: line` the next line the server sent must be `line`.
-//! - `!verdict queued ID|tempfail|etrn-started|etrn-unavailable` answers the
-//!   oldest ask; `!content TEXT` (escaped), `!sender A`, `!rcpts A B ..`,
-//!   `!etrn D` check it first. `!no-ask` checks no ask is out.
+//! - `!verdict queued ID|tempfail|etrn-started|etrn-unavailable|known|
+//!   unknown|unavailable` answers the oldest ask; `!content TEXT` (escaped),
+//!   `!sender A`, `!rcpts A B ..`, `!etrn D`, `!check ADDRESS` check it
+//!   first. `!no-ask` checks no ask is out. `!check_local on` turns on
+//!   `Config::check_local_recipients`.
 //! - `!advance SECONDS`, `!timeout` (calls `handle_timeout`), `!shutdown`.
 //! - `!closed` / `!open`; `!stats TEXT` checks the command counters;
 //!   `!log TEXT` checks that some log event's debug form contains TEXT;
@@ -241,6 +243,10 @@ fn run(path: &Path, split: Split) -> Vec<String> {
                     r.config.expn_enabled = arg == "on";
                     true
                 }
+                "!check_local" => {
+                    r.config.check_local_recipients = arg == "on";
+                    true
+                }
                 "!limit" => {
                     let (name, value) = arg.split_once(' ').unwrap();
                     let l = &mut r.config.limits;
@@ -280,6 +286,9 @@ fn run(path: &Path, split: Split) -> Vec<String> {
                     ("tempfail", _) => Verdict::TempFail,
                     ("etrn-started", _) => Verdict::EtrnStarted,
                     ("etrn-unavailable", _) => Verdict::EtrnUnavailable,
+                    ("known", _) => Verdict::RecipientKnown,
+                    ("unknown", _) => Verdict::RecipientUnknown,
+                    ("unavailable", _) => Verdict::RecipientUnavailable,
                     other => panic!("{ctx}: bad verdict {other:?}"),
                 };
                 r.ask();
@@ -322,6 +331,10 @@ fn run(path: &Path, split: Split) -> Vec<String> {
             },
             "!etrn" => match r.ask() {
                 Ask::Etrn { domain } => assert_eq!(domain, arg, "{ctx}"),
+                other => panic!("{ctx}: {other:?}"),
+            },
+            "!check" => match r.ask() {
+                Ask::CheckRecipient { address } => assert_eq!(address, arg, "{ctx}"),
                 other => panic!("{ctx}: {other:?}"),
             },
             "!no-ask" => assert!(r.asks.is_empty(), "{ctx}: unexpected ask {:?}", r.asks),

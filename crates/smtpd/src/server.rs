@@ -49,6 +49,9 @@ struct Connection {
 /// What answering an ask needs, apart from the connection table.
 struct Context {
     hostname: String,
+    /// Local recipients (aliases, virtual map, system users), asked at
+    /// RCPT time so that unknown users are refused, not bounced later.
+    recipients: sluice_mailbox::Directory,
     committer: Committer,
     qmgr_socket: PathBuf,
     qmgr: Option<UnixStream>,
@@ -92,6 +95,7 @@ fn session_config(config: &Config, hostname: &str) -> sluice_proto::server::Conf
         },
         vrfy_enabled: s.vrfy,
         expn_enabled: s.expn,
+        check_local_recipients: true,
     }
 }
 
@@ -115,6 +119,9 @@ impl Server {
         }
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
         let context = Context {
+            recipients: sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(
+                &config,
+            )),
             committer: Committer::start(Spool::new(&config.spool_dir), waker)?,
             qmgr_socket: config.run_dir.join("qmgr.sock"),
             qmgr: None,
@@ -326,6 +333,14 @@ impl Server {
                     if let Err(verdict) = self.context.commit(token, commit) {
                         c.session.handle_verdict(verdict, Instant::now());
                     }
+                }
+                Output::Ask(Ask::CheckRecipient { address }) => {
+                    let verdict = match self.context.recipients.lookup(&address) {
+                        sluice_mailbox::Lookup::Deliverable => Verdict::RecipientKnown,
+                        sluice_mailbox::Lookup::Unknown => Verdict::RecipientUnknown,
+                        sluice_mailbox::Lookup::Unavailable => Verdict::RecipientUnavailable,
+                    };
+                    c.session.handle_verdict(verdict, Instant::now());
                 }
                 Output::Ask(Ask::Etrn { domain }) => {
                     let verdict = self.context.etrn(&domain, c.peer.ip());

@@ -99,6 +99,10 @@ impl Real {
                     self.session
                         .handle_verdict(server::Verdict::EtrnUnavailable, now);
                 }
+                server::Output::Ask(server::Ask::CheckRecipient { .. }) => {
+                    self.session
+                        .handle_verdict(server::Verdict::RecipientKnown, now);
+                }
                 server::Output::Log(_) => {}
                 server::Output::Close => closed = true,
             }

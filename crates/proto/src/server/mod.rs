@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::address;
-use crate::envelope::{Envelope, Protocol};
+use crate::envelope::{Envelope, Protocol, Recipient};
 use crate::reply::{self, Reply};
 use command::Verb;
 use content::Content;
@@ -61,11 +61,13 @@ use content::Content;
 pub use output::{Ask, CommandStats, Commit, Event, Output, Verdict};
 pub use settings::{BareNewline, Config, Limits, Peer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
     /// A Commit ask, from DATA or BDAT.
     Commit(Verb),
     Etrn,
+    /// A CheckRecipient ask; the recipient joins the envelope if known.
+    Recipient(Recipient),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,10 +175,9 @@ impl Session {
     /// fit the ask is taken as a failure (never as a success); one without an
     /// ask is ignored.
     pub fn handle_verdict(&mut self, v: Verdict, now: Instant) {
-        let State::Pending(pending) = self.state else {
+        let State::Pending(pending) = std::mem::replace(&mut self.state, State::Command) else {
             return;
         };
-        self.state = State::Command;
         match pending {
             Pending::Commit(verb) => {
                 let r = match v {
@@ -194,6 +195,30 @@ impl Session {
                 };
                 self.finish_command(Verb::Etrn, &r, false, now);
             }
+            Pending::Recipient(recipient) => match v {
+                Verdict::RecipientKnown => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.envelope.recipients.push(recipient);
+                    }
+                    self.finish_command(Verb::Rcpt, &reply::rcpt_ok(), true, now);
+                }
+                Verdict::RecipientUnknown => {
+                    let r = reply::unknown_local_recipient(&recipient.address);
+                    self.reject(Verb::Rcpt, &r, Some(recipient.address), now);
+                }
+                _ => {
+                    // Our trouble, not the client's error: not counted.
+                    let r = reply::recipient_lookup_failed(&recipient.address);
+                    self.logs.push_back(Event::Rejected {
+                        stage: self.stage,
+                        reply: r.to_string(),
+                        sender: self.tx.as_ref().map(|t| t.envelope.sender.clone()),
+                        recipient: Some(recipient.address),
+                        helo: self.helo.clone(),
+                    });
+                    self.finish_command(Verb::Rcpt, &r, false, now);
+                }
+            },
         }
         self.process(now);
     }

@@ -39,6 +39,15 @@ pub enum Ask {
         /// The domain, lower-case.
         domain: String,
     },
+    /// RCPT for a local domain or `<postmaster>` (only with
+    /// `Config::check_local_recipients`): does this address exist? Answer
+    /// [`Verdict::RecipientKnown`], [`Verdict::RecipientUnknown`] or
+    /// [`Verdict::RecipientUnavailable`].
+    CheckRecipient {
+        /// The address as accepted by the grammar (`postmaster` alone for
+        /// `<postmaster>`).
+        address: String,
+    },
 }
 
 /// A message to be queued.
@@ -68,6 +77,13 @@ pub enum Verdict {
     EtrnStarted,
     /// `458 4.5.0 Unable to queue messages for node`.
     EtrnUnavailable,
+    /// The local recipient exists: `250 2.1.5 Ok`.
+    RecipientKnown,
+    /// It does not: `550 5.1.1 <addr>: Recipient address rejected: User
+    /// unknown in local recipient table`.
+    RecipientUnknown,
+    /// It cannot be told now (a map could not be read): `451 4.3.0`.
+    RecipientUnavailable,
 }
 
 /// Events for the operator log; the driver formats them.

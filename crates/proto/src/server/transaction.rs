@@ -100,7 +100,7 @@ impl Session {
                 return self.reject(v, &reply::bad_recipient(&e.to_string()), None, now);
             }
         };
-        let (address, relay_ok) = match &path {
+        let (address, relay_ok, local) = match &path {
             Path::Mailbox { mailbox, .. } => {
                 let allowed = self.peer.trusted
                     || (!mailbox.has_routing_local_part()
@@ -115,9 +115,11 @@ impl Session {
                     let r = reply::utf8_not_declared();
                     return self.reject(v, &r, Some(mailbox.address()), now);
                 }
-                (mailbox.address(), allowed)
+                let local = matches!(&mailbox.domain,
+                    Domain::Name(d) if domain_matches(&self.config.local_domains, d));
+                (mailbox.address(), allowed, local)
             }
-            _ => ("postmaster".to_string(), true),
+            _ => ("postmaster".to_string(), true, true),
         };
         let params = match command::parse_rcpt_params(rest.trim_end_matches(' ')) {
             Ok(_) if !self.esmtp && !rest.trim_matches(' ').is_empty() => {
@@ -142,12 +144,20 @@ impl Session {
         if !relay_ok {
             return self.reject(v, &reply::relay_denied(&address), Some(address), now);
         }
+        let recipient = Recipient {
+            address,
+            notify: params.notify,
+            orcpt: params.orcpt,
+        };
+        if local && self.config.check_local_recipients {
+            let address = recipient.address.clone();
+            self.state = State::Pending(Pending::Recipient(recipient));
+            self.out
+                .push_back(Output::Ask(Ask::CheckRecipient { address }));
+            return;
+        }
         if let Some(tx) = self.tx.as_mut() {
-            tx.envelope.recipients.push(Recipient {
-                address,
-                notify: params.notify,
-                orcpt: params.orcpt,
-            });
+            tx.envelope.recipients.push(recipient);
         }
         self.finish_command(v, &reply::rcpt_ok(), true, now);
     }
