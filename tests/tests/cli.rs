@@ -86,7 +86,7 @@ fn start_status_stop() {
 
 #[test]
 fn programs_of_later_issues_say_so_and_fail() {
-    for name in ["sluice-local", "sluice-sendmail"] {
+    for name in ["sluice-sendmail"] {
         let out = Command::new(program(name)).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{name}");
         assert!(

@@ -60,12 +60,13 @@ impl Slot {
 }
 
 /// The daemons a configuration asks for: the SMTP servers, one queue
-/// manager, and the SMTP delivery agents.
+/// manager, the SMTP delivery agents and the local delivery agents.
 fn slots_for(config: &Config, now: Instant) -> Vec<Slot> {
     let smtpd = (0..config.smtpd.processes).map(|_| Slot::new("smtpd", "sluice-smtpd", now));
     let qmgr = std::iter::once(Slot::new("qmgr", "sluice-qmgr", now));
     let smtp = (0..config.queue.smtp_agents).map(|_| Slot::new("smtp", "sluice-smtp", now));
-    smtpd.chain(qmgr).chain(smtp).collect()
+    let local = (0..config.queue.local_agents).map(|_| Slot::new("local", "sluice-local", now));
+    smtpd.chain(qmgr).chain(smtp).chain(local).collect()
 }
 
 /// The running master.
