@@ -1,5 +1,4 @@
-//! End-to-end tests of the `sluice` front command and of the programs whose
-//! job comes later.
+//! End-to-end tests of the `sluice` front command.
 
 use std::process::Command;
 
@@ -82,16 +81,4 @@ fn start_status_stop() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let (code, _, _) = sluice(&instance, &["status"]);
     assert_eq!(code, 3);
-}
-
-#[test]
-fn programs_of_later_issues_say_so_and_fail() {
-    for name in ["sluice-sendmail"] {
-        let out = Command::new(program(name)).output().expect("run");
-        assert_eq!(out.status.code(), Some(2), "{name}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("not implemented yet"),
-            "{name}"
-        );
-    }
 }
