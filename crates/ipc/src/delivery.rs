@@ -46,6 +46,13 @@ pub enum AgentMessage {
     },
     /// The outcome of a job.
     Done(JobResult),
+    /// The agent closed the idle connection it kept to this next hop
+    /// (announced by [`JobResult::open_connection`]): no job came within
+    /// `smtp.reuse_idle`.
+    Closed {
+        /// The job's `next_hop` the connection was for.
+        next_hop: String,
+    },
 }
 
 /// One delivery attempt: some recipients of one message, one next hop.
@@ -109,4 +116,9 @@ pub struct JobResult {
     pub job_id: u64,
     /// One entry per recipient of the job.
     pub recipients: Vec<RecipientResult>,
+    /// The job's `next_hop` while the agent keeps a connection to it open
+    /// for more jobs (until it sends [`AgentMessage::Closed`] or another
+    /// result says otherwise); `None`: it holds no connection.
+    #[serde(default)]
+    pub open_connection: Option<String>,
 }

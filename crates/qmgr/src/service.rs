@@ -469,6 +469,9 @@ impl Service {
                     }
                 }
             }
+            AgentMessage::Closed { next_hop } => {
+                log::debug!("delivery agent closed its idle connection to {next_hop}");
+            }
         }
         Ok(())
     }

@@ -1,11 +1,29 @@
-//! One SMTP connection: blocking TCP IO driving the sans-IO client session
-//! (`sluice_proto::client::Session`), with every read and write bounded by
-//! the session's current deadline.
+//! SMTP and LMTP connections: blocking IO (TCP, TLS over TCP after
+//! STARTTLS, or a Unix socket) driving the sans-IO client session
+//! (`sluice_proto::client::Session`), every read and write bounded by the
+//! session's current deadline, and the TLS handshake by its own.
 //!
 //! The addresses of the next hop are tried in order until one accepts the
-//! TCP connection; the first that does gets the whole conversation (a
-//! refusing greeting does not move on to the next address yet: that comes
-//! with MX handling, issue #4).
+//! connection; the first that does gets the whole conversation.
+//!
+//! TLS (see [`crate::tls`]): `may` asks for STARTTLS when offered; if the
+//! handshake then fails, the same address is tried once more in plain
+//! text on a new connection (Postfix does the same: opportunistic TLS must
+//! not make mail undeliverable). `encrypt` and `verify` never fall back.
+//! One log line per session says how it went: `... TLS connection
+//! established to host[ip]:port: TLSv1.3 with cipher ...`, or
+//! `host[ip]:port: plain text session (why)`. LMTP sessions never use
+//! TLS (the LMTP server is our own organization's, usually on a Unix
+//! socket).
+//!
+//! Reuse: a session that ends healthy is kept open ([`Connection`]) when
+//! `smtp.reuse_max_messages` allows more; the next job for the same next
+//! hop goes over it with RSET first ([`reuse`]); if that RSET fails the
+//! caller connects afresh. [`Connection::close`] says QUIT, waiting at most
+//! [`CLOSE_WAIT`] for the answer.
+//!
+//! Relay names in the log: `host[ip]:port`, and for LMTP over a Unix
+//! socket `localhost[/path/to/socket]`.
 //!
 //! # Must never
 //! Block without a deadline, or report an outcome the session did not
@@ -13,21 +31,53 @@
 //! no remote MTA, which tells the queue manager the hop is unreachable.
 //!
 //! # Security
-//! The peer is hostile; its bytes go only to the session machine, which
-//! bounds what it keeps.
+//! The peer is hostile; its bytes go only to the session machine (which
+//! bounds what it keeps) or to rustls. Plain text read before a STARTTLS
+//! handshake is discarded by the session.
 //!
 //! # Errors
-//! Network errors become outcomes (deferrals); nothing here fails the
-//! process.
+//! Network and TLS errors become outcomes (deferrals); nothing here fails
+//! the process.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_proto::client::{Output, Params, RcptOutcome, Session, Status};
+use sluice_config::TlsPolicy;
+use sluice_proto::client::{Output, Params, Protocol, RcptOutcome, Session, Status, Tls};
 use sluice_proto::reply::{Enhanced, Reply};
 
 use crate::route::Host;
+use crate::tls::{Contexts, TlsStream};
+
+/// How long QUIT on a connection being dropped may take.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What every connection needs from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// TCP connect timeout.
+    pub(crate) connect_timeout: Duration,
+    /// The TLS client configurations.
+    pub(crate) tls: Contexts,
+    /// Longest TLS handshake.
+    pub(crate) tls_timeout: Duration,
+    /// Messages per connection (1: no reuse).
+    pub(crate) reuse_max_messages: usize,
+}
+
+/// Where a job goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// SMTP to these hosts, in order, with this STARTTLS policy.
+    Smtp(&'a [Host], TlsPolicy),
+    /// LMTP to these hosts, in order.
+    LmtpInet(&'a [Host]),
+    /// LMTP over this Unix socket.
+    LmtpUnix(&'a Path),
+}
 
 /// The result of one attempt on one next hop.
 #[derive(Debug)]
@@ -38,7 +88,7 @@ pub(crate) struct Attempt {
     pub(crate) relay: String,
     /// The host, once a server greeted us.
     pub(crate) remote_mta: Option<String>,
-    /// Connecting (TCP) took this long.
+    /// Connecting (TCP, TLS) took this long.
     pub(crate) setup: Duration,
     /// The SMTP conversation took this long.
     pub(crate) transmission: Duration,
@@ -65,61 +115,334 @@ pub(crate) fn local_outcome(
     }
 }
 
-/// Connects to the first address of `addrs` that answers and delivers.
-pub(crate) fn deliver(
-    hosts: &[Host],
+/// The socket under a session.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+    Unix(UnixStream),
+    /// Taken apart for the handshake, which failed.
+    Gone,
+}
+
+impl Stream {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => &s.sock,
+            Stream::Unix(s) => {
+                s.set_read_timeout(read)?;
+                return s.set_write_timeout(write);
+            }
+            Stream::Gone => return Ok(()),
+        };
+        tcp.set_read_timeout(read)?;
+        tcp.set_write_timeout(write)
+    }
+
+    fn gone() -> io::Error {
+        io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Gone => Err(Stream::gone()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+            Stream::Gone => Err(Stream::gone()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+            Stream::Gone => Err(Stream::gone()),
+        }
+    }
+}
+
+/// An idle connection kept for the next job to the same next hop.
+pub(crate) struct Connection {
+    stream: Stream,
+    session: Session,
+    /// The job's next hop it was opened for.
+    pub(crate) next_hop: String,
+    relay: String,
+    remote_mta: String,
+    /// Messages sent over it so far.
+    messages: usize,
+    /// When it last went idle.
+    pub(crate) idle_since: Instant,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("next_hop", &self.next_hop)
+            .field("relay", &self.relay)
+            .field("messages", &self.messages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Says QUIT and drops the connection, waiting at most [`CLOSE_WAIT`].
+    pub(crate) fn close(mut self) {
+        self.session.quit(Instant::now());
+        let _ = self.stream.set_timeouts(Some(CLOSE_WAIT), Some(CLOSE_WAIT));
+        while let Some(output) = self.session.poll_output() {
+            if let Output::Send(bytes) = output {
+                let _ = self
+                    .stream
+                    .write_all(&bytes)
+                    .and_then(|()| self.stream.flush());
+            }
+        }
+        let mut buf = [0u8; 512];
+        let _ = self.stream.read(&mut buf);
+        log::debug!("closed the connection to {}", self.relay);
+    }
+}
+
+/// Sends the message of `params` over `conn` (RSET first). `None` when
+/// the RSET failed: nothing was sent, connect afresh. Otherwise the
+/// attempt, and the connection back in `keep` if it can take more.
+pub(crate) fn reuse(
+    mut conn: Connection,
     params: Params,
     content: &[u8],
-    connect_timeout: Duration,
+    cfg: &Config,
+    keep: &mut Option<Connection>,
+) -> Option<Attempt> {
+    let started = Instant::now();
+    let n = params.envelope.recipients.len();
+    if !conn
+        .session
+        .next_message(params.envelope, params.message_size, started)
+    {
+        return None;
+    }
+    let done = converse(&mut conn.stream, &mut conn.session, content, None);
+    if conn.session.is_reset_failed() {
+        log::debug!("reusing the connection to {}: RSET failed", conn.relay);
+        return None;
+    }
+    conn.messages += 1;
+    let attempt = Attempt {
+        outcomes: done.unwrap_or_else(|| no_result(n)),
+        relay: conn.relay.clone(),
+        remote_mta: Some(conn.remote_mta.clone()),
+        setup: Duration::ZERO,
+        transmission: started.elapsed(),
+    };
+    park(conn, cfg, keep);
+    Some(attempt)
+}
+
+/// Keeps an idle connection that may carry more, else closes it.
+fn park(mut conn: Connection, cfg: &Config, keep: &mut Option<Connection>) {
+    if !conn.session.is_idle() {
+        return;
+    }
+    if conn.messages < cfg.reuse_max_messages {
+        conn.idle_since = Instant::now();
+        *keep = Some(conn);
+    } else {
+        conn.close();
+    }
+}
+
+fn no_result(n: usize) -> Vec<RcptOutcome> {
+    (0..n)
+        .map(|i| {
+            let text = "conversation ended without a result";
+            local_outcome(i, Status::Deferred, Enhanced::new(4, 4, 2), text)
+        })
+        .collect()
+}
+
+/// The TLS step of one session.
+struct TlsStep<'a> {
+    contexts: &'a Contexts,
+    host: &'a str,
+    verify: bool,
+    limit: Duration,
+    relay: &'a str,
+    /// Set when the handshake failed.
+    failed: bool,
+}
+
+/// Connects to the first address of the target that answers and delivers
+/// the message; a healthy session that may carry more is left in `keep`.
+pub(crate) fn deliver(
+    target: Target<'_>,
+    next_hop: &str,
+    mut params: Params,
+    content: &[u8],
+    cfg: &Config,
+    keep: &mut Option<Connection>,
 ) -> Attempt {
     let n = params.envelope.recipients.len();
     let started = Instant::now();
+    params.keep_open = cfg.reuse_max_messages > 1;
+    let (hosts, policy) = match target {
+        Target::LmtpUnix(path) => {
+            params.protocol = Protocol::Lmtp;
+            params.tls = Tls::Off;
+            return deliver_unix(path, next_hop, params, content, cfg, keep);
+        }
+        Target::LmtpInet(hosts) => {
+            params.protocol = Protocol::Lmtp;
+            (hosts, TlsPolicy::None)
+        }
+        Target::Smtp(hosts, policy) => {
+            params.protocol = Protocol::Smtp;
+            (hosts, policy)
+        }
+    };
+    params.tls = match policy {
+        TlsPolicy::None => Tls::Off,
+        TlsPolicy::May => Tls::Opportunistic,
+        TlsPolicy::Encrypt | TlsPolicy::Verify => Tls::Required,
+    };
     let mut last_error = String::from("no address to connect to");
-    // The next host is tried only when one cannot be reached (moving on
-    // after a refused greeting comes with MX routing, issue #4).
     for (host, addr) in hosts
         .iter()
         .flat_map(|h| h.addrs.iter().map(move |a| (h, a)))
     {
         let relay = format!("{}[{}]:{}", host.name, addr.ip(), addr.port());
-        match TcpStream::connect_timeout(addr, connect_timeout) {
-            Ok(mut stream) => {
-                let connected = Instant::now();
-                let _ = stream.set_nodelay(true);
-                let mut session = Session::new(params, connected);
-                let done = converse(&mut stream, &mut session, content);
-                let outcomes = done.unwrap_or_else(|| {
-                    (0..n)
-                        .map(|i| {
-                            let text = "conversation ended without a result";
-                            local_outcome(i, Status::Deferred, Enhanced::new(4, 4, 2), text)
-                        })
-                        .collect()
-                });
-                return Attempt {
-                    outcomes,
-                    relay,
-                    remote_mta: session.is_greeted().then(|| host.name.clone()),
-                    setup: connected - started,
-                    transmission: connected.elapsed(),
+        let mut params = params.clone();
+        // At most twice: `may` retries in plain text after a failed
+        // handshake.
+        for _ in 0..2 {
+            let tcp = match TcpStream::connect_timeout(addr, cfg.connect_timeout) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("connect to {relay}: {e}");
+                    last_error = format!("connect to {relay}: {e}");
+                    break;
+                }
+            };
+            let connected = Instant::now();
+            let _ = tcp.set_nodelay(true);
+            let mut stream = Stream::Tcp(tcp);
+            let mut session = Session::new(params.clone(), connected);
+            let mut step = TlsStep {
+                contexts: &cfg.tls,
+                host: &host.name,
+                verify: policy == TlsPolicy::Verify,
+                limit: cfg.tls_timeout,
+                relay: &relay,
+                failed: false,
+            };
+            let done = converse(&mut stream, &mut session, content, Some(&mut step));
+            if step.failed && policy == TlsPolicy::May && params.tls != Tls::Off {
+                log::info!("{relay}: TLS handshake failed, trying again in plain text");
+                params.tls = Tls::Off;
+                continue;
+            }
+            if session.is_greeted() && !session.is_tls() && params.protocol == Protocol::Smtp {
+                let why = match (params.tls, session.extensions()) {
+                    (Tls::Off, _) if policy == TlsPolicy::May => {
+                        "TLS handshake failed before: retried without"
+                    }
+                    (Tls::Off, _) => "TLS disabled by policy",
+                    (_, Some(e)) if e.starttls => "STARTTLS refused",
+                    (_, Some(_)) => "no STARTTLS offered",
+                    (_, None) => "no ESMTP",
                 };
+                log::info!("{}", sluice_log::line::plain_session(&relay, why));
             }
-            Err(e) => {
-                log::debug!("connect to {relay}: {e}");
-                last_error = format!("connect to {relay}: {e}");
-            }
+            let attempt = Attempt {
+                outcomes: done.unwrap_or_else(|| no_result(n)),
+                relay: relay.clone(),
+                remote_mta: session.is_greeted().then(|| host.name.clone()),
+                setup: connected - started,
+                transmission: connected.elapsed(),
+            };
+            let conn = Connection {
+                stream,
+                session,
+                next_hop: next_hop.to_owned(),
+                relay,
+                remote_mta: host.name.clone(),
+                messages: 1,
+                idle_since: Instant::now(),
+            };
+            park(conn, cfg, keep);
+            return attempt;
         }
     }
+    unreachable_hop(n, &last_error, started)
+}
+
+fn unreachable_hop(n: usize, reason: &str, started: Instant) -> Attempt {
     let dsn = Enhanced::new(4, 4, 1);
     Attempt {
         outcomes: (0..n)
-            .map(|i| local_outcome(i, Status::Deferred, dsn, &last_error))
+            .map(|i| local_outcome(i, Status::Deferred, dsn, reason))
             .collect(),
         relay: "none".to_owned(),
         remote_mta: None,
         setup: started.elapsed(),
         transmission: Duration::ZERO,
     }
+}
+
+/// LMTP over a Unix socket (connecting to one does not wait).
+fn deliver_unix(
+    path: &Path,
+    next_hop: &str,
+    params: Params,
+    content: &[u8],
+    cfg: &Config,
+    keep: &mut Option<Connection>,
+) -> Attempt {
+    let n = params.envelope.recipients.len();
+    let started = Instant::now();
+    let relay = format!("localhost[{}]", path.display());
+    let unix = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return unreachable_hop(n, &format!("connect to {relay}: {e}"), started);
+        }
+    };
+    let connected = Instant::now();
+    let mut stream = Stream::Unix(unix);
+    let mut session = Session::new(params, connected);
+    let done = converse(&mut stream, &mut session, content, None);
+    let attempt = Attempt {
+        outcomes: done.unwrap_or_else(|| no_result(n)),
+        relay: relay.clone(),
+        remote_mta: session.is_greeted().then(|| "localhost".to_owned()),
+        setup: connected - started,
+        transmission: connected.elapsed(),
+    };
+    let conn = Connection {
+        stream,
+        session,
+        next_hop: next_hop.to_owned(),
+        relay,
+        remote_mta: "localhost".to_owned(),
+        messages: 1,
+        idle_since: Instant::now(),
+    };
+    park(conn, cfg, keep);
+    attempt
 }
 
 /// Time left until the session's deadline (at least 1 ms: a zero socket
@@ -147,10 +470,12 @@ fn fail_io(session: &mut Session, e: &io::Error) {
     }
 }
 
-fn write(stream: &mut TcpStream, session: &mut Session, bytes: &[u8]) -> bool {
+fn write(stream: &mut Stream, session: &mut Session, bytes: &[u8]) -> bool {
+    let t = Some(left(session));
     let result = stream
-        .set_write_timeout(Some(left(session)))
-        .and_then(|()| stream.write_all(bytes));
+        .set_timeouts(t, t)
+        .and_then(|()| stream.write_all(bytes))
+        .and_then(|()| stream.flush());
     match result {
         Ok(()) => true,
         Err(e) => {
@@ -160,11 +485,50 @@ fn write(stream: &mut TcpStream, session: &mut Session, bytes: &[u8]) -> bool {
     }
 }
 
-/// Runs the session to its end; returns its outcomes.
+/// The session asked for TLS: hand the TCP stream to rustls.
+fn start_tls(stream: &mut Stream, session: &mut Session, tls: Option<&mut TlsStep<'_>>) {
+    let now = Instant::now();
+    let Some(step) = tls else {
+        session.handle_tls_failed(Enhanced::new(4, 7, 5), "no TLS for this connection", now);
+        return;
+    };
+    let Stream::Tcp(tcp) = std::mem::replace(stream, Stream::Gone) else {
+        step.failed = true;
+        session.handle_tls_failed(Enhanced::new(4, 7, 5), "TLS over TLS", now);
+        return;
+    };
+    match step
+        .contexts
+        .handshake(tcp, step.host, step.verify, step.limit)
+    {
+        Ok((tls, established)) => {
+            log::info!(
+                "{}",
+                sluice_log::line::tls_established(
+                    established.trust,
+                    step.relay,
+                    &established.version,
+                    &established.cipher
+                )
+            );
+            *stream = Stream::Tls(Box::new(tls));
+            session.handle_tls_ready(Instant::now());
+        }
+        Err(failure) => {
+            log::warn!("{}: {}", step.relay, failure.text);
+            step.failed = true;
+            let text = format!("{}: {}", step.relay, failure.text);
+            session.handle_tls_failed(failure.dsn, &text, Instant::now());
+        }
+    }
+}
+
+/// Runs the session until it closes or goes idle; returns its outcomes.
 fn converse(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     session: &mut Session,
     content: &[u8],
+    mut tls: Option<&mut TlsStep<'_>>,
 ) -> Option<Vec<RcptOutcome>> {
     let mut done = None;
     let mut broken = false;
@@ -187,9 +551,13 @@ fn converse(
                         break;
                     }
                 },
+                Output::StartTls => start_tls(stream, session, tls.as_deref_mut()),
                 Output::Done(outcomes) => done = Some(outcomes),
                 Output::Close => return done,
             }
+        }
+        if session.is_idle() {
+            return done;
         }
         let Some(deadline) = session.poll_timeout() else {
             return done;
@@ -199,7 +567,7 @@ fn converse(
             session.handle_timeout(now);
             continue;
         }
-        if let Err(e) = stream.set_read_timeout(Some(left(session))) {
+        if let Err(e) = stream.set_timeouts(Some(left(session)), Some(left(session))) {
             fail_io(session, &e);
             continue;
         }

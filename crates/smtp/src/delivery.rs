@@ -25,8 +25,9 @@ use sluice_proto::envelope::Envelope;
 use sluice_proto::reply::Enhanced;
 use sluice_spool::{QueueId, Spool};
 
-use crate::connection::{self, local_outcome};
+use crate::connection::{self, local_outcome, Connection};
 use crate::route;
+use crate::tls;
 
 /// What every job needs from the configuration.
 #[derive(Debug, Clone)]
@@ -35,10 +36,12 @@ pub(crate) struct Settings {
     pub(crate) spool: Spool,
     /// The EHLO name.
     pub(crate) helo_name: String,
-    /// TCP connect timeout.
-    pub(crate) connect_timeout: Duration,
     /// Per-step SMTP timeouts.
     pub(crate) timeouts: Timeouts,
+    /// Connect and TLS settings, reuse limit.
+    pub(crate) connection: connection::Config,
+    /// The `smtp` config section (TLS policies).
+    pub(crate) smtp: sluice_config::Smtp,
     /// Name resolution, ports and the loop check for next hops.
     pub(crate) route: route::RouteContext,
 }
@@ -128,16 +131,24 @@ impl Clock {
 }
 
 /// Delivers one job; the result has one entry per job recipient, in order.
-pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
+/// `cache` is the connection kept open from an earlier job, if any: used
+/// when it goes to this job's next hop; the connection this job leaves
+/// open, if any, is put there.
+pub(crate) fn deliver_job(
+    settings: &Settings,
+    job: &Job,
+    cache: &mut Option<Connection>,
+) -> JobResult {
     let mut clock = Clock {
         arrival: None,
         job_start: SystemTime::now(),
         queue_wait: Duration::from_millis(job.queue_wait_ms),
     };
     let started = Instant::now();
-    let finish = |results: Vec<RecipientResult>| JobResult {
+    let finish = |results: Vec<RecipientResult>, cache: &Option<Connection>| JobResult {
         job_id: job.job_id,
         recipients: results,
+        open_connection: cache.as_ref().map(|c| c.next_hop.clone()),
     };
     let defer_all = |clock: &Clock, dsn: &str, reason: &str| {
         let results: Vec<RecipientResult> = job
@@ -159,13 +170,18 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
     };
 
     let file = match job.queue_id.parse::<QueueId>() {
-        Err(e) => return finish(defer_all(&clock, "4.3.0", &format!("bad queue ID: {e}"))),
+        Err(e) => {
+            return finish(
+                defer_all(&clock, "4.3.0", &format!("bad queue ID: {e}")),
+                cache,
+            )
+        }
         Ok(id) => match settings.spool.read(id) {
             Ok(file) => file,
             Err(e) => {
                 log::warn!("{}: cannot read queue file: {e}", job.queue_id);
                 let reason = format!("cannot read queue file: {e}");
-                return finish(defer_all(&clock, "4.3.0", &reason));
+                return finish(defer_all(&clock, "4.3.0", &reason), cache);
             }
         },
     };
@@ -201,16 +217,45 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
     }
 
     if !sending.is_empty() {
-        let routed = route::plan(&job.next_hop, &settings.route).and_then(|plan| match plan {
-            route::Plan::Smtp(hosts) => Ok(hosts),
-            route::Plan::LmtpUnix(_) | route::Plan::LmtpInet(_) => Err(route::Stop {
-                dsn: "4.3.5",
-                reason: format!(
-                    "next hop {}: LMTP delivery comes with issue #4",
-                    job.next_hop
-                ),
+        let envelope = Envelope {
+            recipients: sending
+                .iter()
+                .filter_map(|&pos| {
+                    let i = usize::try_from(job.recipients[pos].index).ok()?;
+                    file.envelope.recipients.get(i).cloned()
+                })
+                .collect(),
+            ..file.envelope.clone()
+        };
+        let params = Params {
+            helo_name: settings.helo_name.clone(),
+            envelope,
+            message_size: file.content.len() as u64,
+            timeouts: settings.timeouts,
+            protocol: client::Protocol::Smtp,
+            tls: client::Tls::Off,
+            keep_open: false,
+        };
+        let out = &settings.connection;
+        // A connection kept open to this next hop needs no routing.
+        let reused = cache
+            .take()
+            .filter(|c| c.next_hop == job.next_hop)
+            .and_then(|c| connection::reuse(c, params.clone(), &file.content, out, cache));
+        let routed = match reused {
+            Some(attempt) => Ok(attempt),
+            None => route::plan(&job.next_hop, &settings.route).map(|plan| {
+                let target = match &plan {
+                    route::Plan::Smtp(hosts) => connection::Target::Smtp(
+                        hosts,
+                        tls::policy_for(&settings.smtp, &job.next_hop),
+                    ),
+                    route::Plan::LmtpInet(hosts) => connection::Target::LmtpInet(hosts),
+                    route::Plan::LmtpUnix(path) => connection::Target::LmtpUnix(path),
+                };
+                connection::deliver(target, &job.next_hop, params, &file.content, out, cache)
             }),
-        });
+        };
         match routed {
             Err(stop) => {
                 for &pos in &sending {
@@ -234,25 +279,7 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
                     results[pos] = Some(r);
                 }
             }
-            Ok(hosts) => {
-                let envelope = Envelope {
-                    recipients: sending
-                        .iter()
-                        .filter_map(|&pos| {
-                            let i = usize::try_from(job.recipients[pos].index).ok()?;
-                            file.envelope.recipients.get(i).cloned()
-                        })
-                        .collect(),
-                    ..file.envelope.clone()
-                };
-                let params = Params {
-                    helo_name: settings.helo_name.clone(),
-                    envelope,
-                    message_size: file.content.len() as u64,
-                    timeouts: settings.timeouts,
-                };
-                let attempt =
-                    connection::deliver(&hosts, params, &file.content, settings.connect_timeout);
+            Ok(attempt) => {
                 for (k, &pos) in sending.iter().enumerate() {
                     let jr = &job.recipients[pos];
                     let fallback;
@@ -284,6 +311,7 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
             .zip(&job.recipients)
             .map(|(r, jr)| r.unwrap_or_else(|| deferral(jr.index, "4.3.0", "no result")))
             .collect(),
+        cache,
     )
 }
 
@@ -342,8 +370,14 @@ mod tests {
         Settings {
             spool: Spool::new(dir),
             helo_name: "out.example".into(),
-            connect_timeout: Duration::from_secs(1),
             timeouts: Timeouts::uniform(Duration::from_secs(5)),
+            connection: connection::Config {
+                connect_timeout: Duration::from_secs(1),
+                tls: tls::Contexts::new(std::path::Path::new("")).unwrap(),
+                tls_timeout: Duration::from_secs(1),
+                reuse_max_messages: 1,
+            },
+            smtp: sluice_config::Smtp::default(),
             route: route::RouteContext {
                 // Nobody answers there: MX lookups fail at once, temporarily.
                 resolver: sluice_dns::Resolver::new(
@@ -385,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path());
         for id in ["not-an-id".to_string(), QueueId::generate().to_string()] {
-            let r = deliver_job(&s, &job(&id, "[127.0.0.1]:25"));
+            let r = deliver_job(&s, &job(&id, "[127.0.0.1]:25"), &mut None);
             assert_eq!(r.job_id, 7);
             assert_eq!(r.recipients.len(), 2);
             assert_eq!(r.recipients[1].index, 5);
@@ -423,7 +457,11 @@ mod tests {
                 content: &[b"Subject: x\r\n\r\nhi\r\n"],
             })
             .unwrap();
-        let r = deliver_job(&settings(dir.path()), &job(&id.to_string(), "example.org"));
+        let r = deliver_job(
+            &settings(dir.path()),
+            &job(&id.to_string(), "example.org"),
+            &mut None,
+        );
         assert_eq!(r.recipients.len(), 2);
         assert_eq!(r.recipients[0].dsn, "4.4.3");
         assert!(

@@ -59,6 +59,7 @@ mod agent;
 mod connection;
 mod delivery;
 mod route;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -114,6 +115,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         sink,
         log::LevelFilter::Info,
     )?;
+    // Trust anchors are read while still privileged: a CA file may be
+    // readable by root only.
+    let tls_contexts = tls::Contexts::new(&config.smtp.tls_ca_file)?;
     sluice_daemon::drop_privileges(&config.user).context("dropping privileges")?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -138,9 +142,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let settings = delivery::Settings {
         spool: sluice_spool::Spool::new(&config.spool_dir),
         helo_name,
-        connect_timeout: config.smtp.connect_timeout,
         timeouts: Timeouts::uniform(config.smtp.command_timeout),
+        connection: connection::Config {
+            connect_timeout: config.smtp.connect_timeout,
+            tls: tls_contexts,
+            tls_timeout: config.smtp.tls_timeout,
+            reuse_max_messages: config.smtp.reuse_max_messages,
+        },
+        smtp: config.smtp.clone(),
         route,
     };
-    agent::serve(&config.run_dir, &settings, &stop)
+    agent::serve(&config.run_dir, &settings, config.smtp.reuse_idle, &stop)
 }

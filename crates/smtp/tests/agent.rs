@@ -89,6 +89,8 @@ fn smtp_server(listener: TcpListener) -> Seen {
                 seen.stuffed.extend_from_slice(&line);
             }
             b"250 2.0.0 Ok: queued as REMOTE1\r\n"
+        } else if cmd == "RSET" {
+            b"250 2.0.0 Ok\r\n"
         } else if cmd == "QUIT" {
             out.write_all(b"221 2.0.0 Bye\r\n").unwrap();
             return seen;
@@ -106,15 +108,16 @@ fn current_user() -> String {
         .name
 }
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+fn write_config(dir: &Path, smtp_extra: &str) -> std::path::PathBuf {
     let path = dir.join("sluice.ron");
     let text = format!(
         "(\n  hostname: \"out.example\",\n  spool_dir: \"{}\",\n  run_dir: \"{}\",\n  user: \"{}\",\n  \
-         smtp: ( connect_timeout: \"5s\", command_timeout: \"10s\" ),\n  \
+         smtp: ( connect_timeout: \"5s\", command_timeout: \"10s\", {} ),\n  \
          dns: ( nameservers: [\"127.0.0.1:1\"], timeout: \"1s\" ),\n)\n",
         dir.join("spool").display(),
         dir.join("run").display(),
-        current_user()
+        current_user(),
+        smtp_extra
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -215,7 +218,7 @@ fn job(job_id: u64, id: QueueId, next_hop: String, rcpts: &[(u32, &str)]) -> Job
 fn delivers_bounces_and_defers_one_job_then_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("run")).unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), "reuse_max_messages: 1");
     let id = queue_message(&dir.path().join("spool"));
 
     let smtp = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -261,6 +264,7 @@ fn delivers_bounces_and_defers_one_job_then_stops_on_sigterm() {
         job(41, id, format!("[127.0.0.1]:{port}"), &rcpts),
     );
     assert_eq!(result.job_id, 41);
+    assert_eq!(result.open_connection, None, "reuse_max_messages: 1");
     let r = &result.recipients;
     assert_eq!(r.len(), 3);
     assert_eq!(
@@ -403,7 +407,7 @@ fn delivers_bounces_and_defers_one_job_then_stops_on_sigterm() {
 fn exits_1_on_a_protocol_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("run")).unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), "");
     let qmgr = UnixListener::bind(dir.path().join("run/delivery.sock")).unwrap();
     let mut agent = Agent(Some(
         Command::new(env!("CARGO_BIN_EXE_sluice-smtp"))
@@ -432,4 +436,69 @@ fn exits_1_on_a_protocol_mismatch() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("version 2"), "{stderr}");
+}
+
+/// Starts the agent against a fake queue manager; returns it, the
+/// socket and its decoder once `Ready` came.
+fn start_agent(dir: &Path, config: &Path) -> (Agent, UnixStream, FrameDecoder) {
+    let agent = Agent(Some(
+        Command::new(env!("CARGO_BIN_EXE_sluice-smtp"))
+            .arg("--config")
+            .arg(config)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let qmgr = UnixListener::bind(dir.join("run/delivery.sock")).unwrap();
+    let mut stream = accept(&qmgr);
+    let hello = Hello {
+        protocol: delivery::PROTOCOL.into(),
+        version: delivery::VERSION,
+    };
+    stream
+        .write_all(&sluice_ipc::encode(&hello).unwrap())
+        .unwrap();
+    let mut decoder = FrameDecoder::new();
+    assert!(matches!(
+        read_frame(&mut stream, &mut decoder),
+        AgentMessage::Ready { .. }
+    ));
+    (agent, stream, decoder)
+}
+
+#[test]
+fn keeps_the_connection_for_the_next_job_then_closes_it_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let config = write_config(dir.path(), "reuse_idle: \"1s\"");
+    let id = queue_message(&dir.path().join("spool"));
+    // The server takes one connection only: a second would never be
+    // greeted and the job would be deferred after command_timeout.
+    let smtp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hop = format!("[127.0.0.1]:{}", smtp.local_addr().unwrap().port());
+    let server = std::thread::spawn(move || smtp_server(smtp));
+    let (_agent, mut stream, mut decoder) = start_agent(dir.path(), &config);
+
+    for job_id in [1, 2, 3] {
+        let result = deliver(
+            &mut stream,
+            &mut decoder,
+            job(job_id, id, hop.clone(), &[(0, "ok@example.org")]),
+        );
+        assert_eq!(
+            result.recipients[0].outcome,
+            Outcome::Delivered,
+            "{result:?}"
+        );
+        assert_eq!(result.open_connection.as_deref(), Some(hop.as_str()));
+    }
+    // No job for reuse_idle: the agent says QUIT and tells the qmgr.
+    assert_eq!(
+        read_frame(&mut stream, &mut decoder),
+        AgentMessage::Closed { next_hop: hop }
+    );
+    let seen = server.join().unwrap();
+    let count = |verb: &str| seen.commands.iter().filter(|c| c.starts_with(verb)).count();
+    assert_eq!((count("EHLO"), count("MAIL"), count("RSET")), (1, 3, 2));
+    assert_eq!(seen.commands.last().map(String::as_str), Some("QUIT"));
 }
