@@ -46,8 +46,14 @@ impl Sink {
     /// accepts everything until told otherwise.
     pub fn start(ip: &str) -> Sink {
         let ip: IpAddr = ip.parse().expect("ip");
-        assert!(ip.is_loopback(), "sinks only on loopback");
-        let listener = TcpListener::bind((ip, 0)).expect("bind sink");
+        Sink::start_on(SocketAddr::new(ip, 0))
+    }
+
+    /// Listens on `addr` (a loopback address and a chosen port, e.g. the
+    /// same port on 127.0.0.2 and 127.0.0.3 to play two MX hosts).
+    pub fn start_on(addr: SocketAddr) -> Sink {
+        assert!(addr.ip().is_loopback(), "sinks only on loopback");
+        let listener = TcpListener::bind(addr).expect("bind sink");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared {
             messages: Mutex::new(Vec::new()),
