@@ -312,6 +312,7 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
     JobResult {
         job_id: job.job_id,
         recipients,
+        open_connection: None,
     }
 }
 
