@@ -37,10 +37,19 @@ pub fn connect(hostname: Option<&str>, addr: IpAddr) -> String {
 }
 
 /// `disconnect from host[addr] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6`.
-/// Each count is `(verb, accepted, total)`; `ok/total` is printed only when
-/// they differ, as Postfix does.
 pub fn disconnect(hostname: Option<&str>, addr: IpAddr, counts: &[(&str, u32, u32)]) -> String {
-    let mut out = format!("disconnect from {}", peer(hostname, addr));
+    format!(
+        "disconnect from {} {}",
+        peer(hostname, addr),
+        command_counts(counts)
+    )
+}
+
+/// `ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6`: each count is
+/// `(verb, accepted, total)`; `accepted/total` is printed only when they
+/// differ, as Postfix does, and verbs never used are left out.
+pub fn command_counts(counts: &[(&str, u32, u32)]) -> String {
+    let mut out = String::new();
     let (mut ok_sum, mut total_sum) = (0, 0);
     for &(verb, ok, total) in counts {
         if total == 0 {
@@ -49,6 +58,7 @@ pub fn disconnect(hostname: Option<&str>, addr: IpAddr, counts: &[(&str, u32, u3
         ok_sum += ok;
         total_sum += total;
         push_count(&mut out, &verb.to_ascii_lowercase(), ok, total);
+        out.push(' ');
     }
     push_count(&mut out, "commands", ok_sum, total_sum);
     out
@@ -56,9 +66,9 @@ pub fn disconnect(hostname: Option<&str>, addr: IpAddr, counts: &[(&str, u32, u3
 
 fn push_count(out: &mut String, name: &str, ok: u32, total: u32) {
     if ok == total {
-        let _ = write!(out, " {name}={total}");
+        let _ = write!(out, "{name}={total}");
     } else {
-        let _ = write!(out, " {name}={ok}/{total}");
+        let _ = write!(out, "{name}={ok}/{total}");
     }
 }
 

@@ -357,7 +357,8 @@ fn run(path: &Path, split: Split) -> Vec<String> {
             }
             "!open" => assert!(!r.closed, "{ctx}: closed"),
             "!stats" => {
-                let got = r.session().command_stats().to_string();
+                let counts: Vec<_> = r.session().command_stats().iter().collect();
+                let got = sluice_log::line::command_counts(&counts);
                 assert_eq!(got, arg, "{ctx}");
             }
             // Some events depend on how the input was split (improper

@@ -9,8 +9,6 @@
 //! # Errors
 //! None.
 
-use std::fmt;
-
 use super::command::TABLE;
 use crate::envelope::{Client, Envelope};
 
@@ -163,25 +161,5 @@ impl CommandStats {
         self.iter()
             .find(|(n, _, _)| *n == name)
             .map(|(_, ok, t)| (ok, t))
-    }
-}
-
-/// `ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6` (Postfix shape:
-/// `/total` only when some failed).
-impl fmt::Display for CommandStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let one = |f: &mut fmt::Formatter<'_>, name: &str, ok: u32, total: u32| {
-            if ok == total {
-                write!(f, "{name}={ok}")
-            } else {
-                write!(f, "{name}={ok}/{total}")
-            }
-        };
-        for (name, ok, total) in self.iter() {
-            one(f, name, ok, total)?;
-            f.write_str(" ")?;
-        }
-        let (ok, total) = self.total();
-        one(f, "commands", ok, total)
     }
 }
