@@ -4,7 +4,10 @@
 //! session's current deadline, and the TLS handshake by its own.
 //!
 //! The addresses of the next hop are tried in order until one accepts the
-//! connection; the first that does gets the whole conversation.
+//! connection and greets with 2xx; the first that does gets the whole
+//! conversation. A host that greets with 4xx/5xx, or hangs up or times out
+//! before greeting, passes to the next address (RFC 5321 §5.1); if none
+//! does better, its reply is the one reported.
 //!
 //! TLS (see [`crate::tls`]): `may` asks for STARTTLS when offered; if the
 //! handshake then fails, the same address is tried once more in plain
@@ -320,7 +323,11 @@ pub(crate) fn deliver(
         TlsPolicy::Encrypt | TlsPolicy::Verify => Tls::Required,
     };
     let mut last_error = String::from("no address to connect to");
-    for (host, addr) in hosts
+    // A server that refused us in its greeting (4xx/5xx, or hung up or
+    // timed out before greeting): kept for the report if no later host
+    // does better (RFC 5321 §5.1: try the next one).
+    let mut refused: Option<Attempt> = None;
+    'hosts: for (host, addr) in hosts
         .iter()
         .flat_map(|h| h.addrs.iter().map(move |a| (h, a)))
     {
@@ -374,6 +381,11 @@ pub(crate) fn deliver(
                 setup: connected - started,
                 transmission: connected.elapsed(),
             };
+            if !session.is_greeted() {
+                log::debug!("{relay}: no positive greeting, trying the next host");
+                refused = Some(attempt);
+                continue 'hosts;
+            }
             let conn = Connection {
                 stream,
                 session,
@@ -387,7 +399,7 @@ pub(crate) fn deliver(
             return attempt;
         }
     }
-    unreachable_hop(n, &last_error, started)
+    refused.unwrap_or_else(|| unreachable_hop(n, &last_error, started))
 }
 
 fn unreachable_hop(n: usize, reason: &str, started: Instant) -> Attempt {
