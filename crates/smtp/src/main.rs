@@ -18,13 +18,21 @@
 //! recipient: delivered (2xx after the content), deferred (4xx, timeouts,
 //! connection failures, no route yet) or bounced (5xx).
 //!
-//! Next hops today: `[host]:port` and IP addresses (a name in brackets is
-//! resolved with the system resolver, A and AAAA, each address tried in
-//! turn). An unbracketed host or a bare domain needs MX lookup (issue #4)
-//! and is deferred `4.4.3` with a reason saying so; LMTP next hops are
-//! deferred too. If no address accepts a connection the recipients are
-//! deferred `4.4.1` with no remote MTA, which tells the queue manager the
-//! hop is unreachable.
+//! Next hops (RFC 5321 §5.1): a bare recipient domain or an unbracketed
+//! route is looked up through `dns.nameservers` (or those of
+//! `/etc/resolv.conf`): MX hosts in preference order, shuffled among equal
+//! preferences, at most `smtp.max_hosts_per_attempt`, each with its AAAA
+//! and A addresses; no MX means the domain's own addresses. `[host]:port`
+//! and IP addresses are connected to as written (a bracketed name through
+//! the same name servers, or the C library when none are configured). A
+//! hop without a port uses `smtp.port`. Null MX (RFC 7505) bounces
+//! `5.1.10`, NXDOMAIN bounces `5.1.2`, SERVFAIL and timeouts defer `4.4.3`,
+//! and an MX list led by this host (`hostname`, or an address smtpd
+//! listens on) bounces `5.4.6`: mail is never sent to ourselves. A host
+//! that refuses the connection or greets with 4xx/5xx passes to the next.
+//! If no address accepts a connection the recipients are deferred `4.4.1`
+//! with no remote MTA, which tells the queue manager the hop is
+//! unreachable.
 //!
 //! Timeouts: `smtp.connect_timeout` for each TCP connection,
 //! `smtp.command_timeout` for every other step (greeting, each reply, each
