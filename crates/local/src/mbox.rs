@@ -97,6 +97,15 @@ fn fcntl_lock(file: &File) -> io::Result<()> {
 
 /// Appends `entry` to the mbox at `path` (created 0600 if missing).
 pub(crate) fn deliver(path: &Path, entry: &[u8]) -> io::Result<()> {
+    deliver_with(path, entry, |file, bytes| file.write_all(bytes))
+}
+
+/// [`deliver`], with the write itself given (tests make it fail half way).
+fn deliver_with(
+    path: &Path,
+    entry: &[u8],
+    write: impl FnOnce(&mut File, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let _dot = dot_lock(path)?;
     let mut file = OpenOptions::new()
         .append(true)
@@ -114,7 +123,7 @@ pub(crate) fn deliver(path: &Path, entry: &[u8]) -> io::Result<()> {
     fcntl_lock(&file)?;
     // Only now, under both locks, is the length stable.
     let before = file.metadata()?.len();
-    let written = file.write_all(entry).and_then(|()| file.sync_all());
+    let written = write(&mut file, entry).and_then(|()| file.sync_all());
     if let Err(e) = written {
         // Nothing half-written may stay: cut back to where it was.
         let _ = file.set_len(before).and_then(|()| file.sync_all());
@@ -139,6 +148,25 @@ mod tests {
             b"From a x\none\n\nFrom b x\ntwo\n\n"
         );
         assert!(!dir.path().join("mbox.lock").exists());
+    }
+
+    #[test]
+    fn a_write_failing_half_way_leaves_the_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mbox");
+        deliver(&path, b"From a x\none\n\n").unwrap();
+        let failed = deliver_with(&path, b"From b x\ntwo\n\n", |file, bytes| {
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            Err(io::Error::from_raw_os_error(nix::libc::ENOSPC))
+        });
+        assert_eq!(failed.unwrap_err().raw_os_error(), Some(nix::libc::ENOSPC));
+        assert_eq!(fs::read(&path).unwrap(), b"From a x\none\n\n");
+        assert!(!dir.path().join("mbox.lock").exists());
+        deliver(&path, b"From c x\nthree\n\n").unwrap();
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"From a x\none\n\nFrom c x\nthree\n\n"
+        );
     }
 
     #[test]
