@@ -716,6 +716,36 @@ proptest! {
 }
 
 #[test]
+fn local_delivery_keys_have_defaults_and_are_checked() {
+    let c = Config::default();
+    assert_eq!(c.local.postmaster, "root");
+    assert_eq!(c.local.virtual_mailboxes, Path::new(""));
+    assert_eq!(c.local.virtual_owner, "vmail");
+    assert!(c.local.forward);
+    assert!(!c.local.allow_commands && !c.local.allow_files);
+    assert_eq!(c.local.command_user, "nobody");
+    let c = ok(
+        "(local: ( virtual_mailboxes: \"/etc/sluice/virtual\", virtual_owner: \"mail\", \
+                postmaster: \"admin@example.org\", forward: false, allow_commands: true, \
+                allow_files: true, command_user: \"mailer\", mailbox: \"/var/mail/%u\" ))",
+    );
+    assert_eq!(c.local.virtual_mailboxes, Path::new("/etc/sluice/virtual"));
+    assert_eq!(
+        (c.local.postmaster.as_str(), c.local.command_user.as_str()),
+        ("admin@example.org", "mailer")
+    );
+    let (line, key, message) = key_error("(\n local: (\n  mailbox: \"Maildir/\" ))");
+    assert_eq!((line, key.as_str()), (3, "local.mailbox"));
+    assert!(message.contains("must start with"), "{message}");
+    let (line, key, _) = key_error("(\n local: ( postmaster: \"a b\" ))");
+    assert_eq!((line, key.as_str()), (2, "local.postmaster"));
+    let (line, key, _) = key_error("(\n\n local: ( virtual_owner: \"\" ))");
+    assert_eq!((line, key.as_str()), (3, "local.virtual_owner"));
+    let (line, key, _) = key_error("(\n local: ( command_user: \"no body\" ))");
+    assert_eq!((line, key.as_str()), (2, "local.command_user"));
+}
+
+#[test]
 fn tls_policies_ca_file_and_handshake_limit() {
     let c = ok("(smtp: (\n  tls_policies: { \"[MX.Partner.example]:2525\": \"verify\", \"bank.example\": \"encrypt\" },\n  tls_ca_file: \"/etc/sluice/ca.pem\",\n  tls_timeout: \"10s\",\n))");
     assert_eq!(
