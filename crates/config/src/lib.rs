@@ -327,6 +327,11 @@ pub struct Local {
     /// Characters that separate a user from an extension (`user+ext`).
     /// Default `+`; `""` turns extensions off.
     pub recipient_delimiter: String,
+    /// Refuse `sendmail -f` (choosing the envelope sender) to users other
+    /// than root and members of `user`'s group. Default `false`: anyone may
+    /// use `-f`, and an untrusted user's `-f` adds an
+    /// `X-Authentication-Warning:` header naming that user.
+    pub restrict_sender: bool,
     /// Where `postmaster` goes when no alias, virtual mailbox or user of
     /// that name exists: a local name or an address. Default `root`.
     pub postmaster: String,
@@ -342,11 +347,6 @@ pub struct Local {
     /// Allow `|command` targets in the aliases file (only if root owns it).
     /// Default `false`.
     pub allow_commands: bool,
-    /// Refuse `sendmail -f` (choosing the envelope sender) to users other
-    /// than root and members of `user`'s group. Default `false`: anyone may
-    /// use `-f`, and an untrusted user's `-f` adds an
-    /// `X-Authentication-Warning:` header naming that user.
-    pub restrict_sender: bool,
     /// Allow `/file` targets in the aliases file (only if root owns it).
     /// Default `false`.
     pub allow_files: bool,
@@ -361,6 +361,7 @@ impl Default for Local {
             aliases: PathBuf::from("/etc/aliases"),
             mailbox: "~/Maildir/".to_owned(),
             recipient_delimiter: "+".to_owned(),
+            restrict_sender: false,
             postmaster: "root".to_owned(),
             virtual_mailboxes: PathBuf::new(),
             virtual_owner: "vmail".to_owned(),
@@ -376,7 +377,6 @@ impl Default for Local {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
-            restrict_sender: false,
     /// The syslog socket. Default `/dev/log`.
     pub syslog_socket: PathBuf,
     /// Lines are tagged `<tag_prefix>/<program>`. Default `sluice`.
