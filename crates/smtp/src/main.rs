@@ -34,9 +34,28 @@
 //! with no remote MTA, which tells the queue manager the hop is
 //! unreachable.
 //!
+//! LMTP (RFC 2033): a route `lmtp:unix:/path` or `lmtp:[host]:port` is
+//! spoken LMTP (LHLO, one reply per recipient after the content), e.g. to
+//! a Dovecot mailbox server; its relay is `localhost[/path]` for a socket.
+//!
+//! STARTTLS (RFC 3207) with rustls, by `smtp.tls` or the next hop's entry
+//! in `smtp.tls_policies`: `none`; `may` (the default: TLS when offered,
+//! certificate not checked; a failed handshake is retried once in plain
+//! text); `encrypt` (TLS or defer `4.7.4`); `verify` (TLS with a
+//! certificate valid for the host name that chains to the system's trust
+//! anchors or `smtp.tls_ca_file`, else defer `4.7.5`). The handshake is
+//! bounded by `smtp.tls_timeout`.
+//!
+//! Connection reuse: a healthy connection is kept open after a job, up to
+//! `smtp.reuse_max_messages` messages and `smtp.reuse_idle` without a
+//! job; the next job for the same next hop goes over it after RSET. The
+//! job's result tells the queue manager (`open_connection`), and
+//! `Closed { next_hop }` when the agent lets it go.
+//!
 //! Timeouts: `smtp.connect_timeout` for each TCP connection,
 //! `smtp.command_timeout` for every other step (greeting, each reply, each
-//! content chunk). EHLO uses `smtp.helo_name`, else the host name.
+//! content chunk), `smtp.tls_timeout` for a TLS handshake. EHLO uses
+//! `smtp.helo_name`, else the host name.
 //!
 //! If the queue manager goes away (EOF, broken frame) the agent reconnects.
 //! On SIGTERM or SIGINT it finishes and reports the job in progress, if
@@ -53,9 +72,12 @@
 //! `QUEUEID: to=<rcpt>, relay=host[ip]:port, delay=S, delays=a/b/c/d,
 //! dsn=X.Y.Z, status=sent|deferred|bounced (reply or reason)`, where the
 //! delays are: before the active queue, in it, connection set-up (name
-//! resolution and TCP connect) and the SMTP conversation. Exit status 1
-//! when the config cannot be read or the queue manager speaks another
-//! protocol version.
+//! resolution and TCP connect) and the SMTP conversation. One line per
+//! SMTP session about TLS: `Verified|Untrusted TLS connection established
+//! to host[ip]:port: TLSv1.3 with cipher ...`, or `host[ip]:port: plain
+//! text session (no STARTTLS offered)` (or why else). Exit status 1
+//! when the config cannot be read, `smtp.tls_ca_file` cannot be used, or
+//! the queue manager speaks another protocol version.
 //!
 //! # Must never
 //! Report a recipient delivered without the server's 2xx to the end of the
