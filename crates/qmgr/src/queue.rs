@@ -232,6 +232,26 @@ impl Queue {
         now: i64,
     ) -> Option<delivery::Job> {
         let job = self.scheduler.next(transport_name(transport), now)?;
+        Some(self.hand_out(job, now))
+    }
+
+    /// The next job for `next_hop` only, for an agent that keeps a
+    /// connection open to it.
+    pub(crate) fn next_job_for(
+        &mut self,
+        transport: delivery::Transport,
+        next_hop: &str,
+        now: i64,
+    ) -> Option<delivery::Job> {
+        let destination = Destination {
+            transport: transport_name(transport).to_owned(),
+            next_hop: next_hop.to_owned(),
+        };
+        let job = self.scheduler.next_for(&destination, now)?;
+        Some(self.hand_out(job, now))
+    }
+
+    fn hand_out(&mut self, job: Job, now: i64) -> delivery::Job {
         let job_id = self.next_job_id;
         self.next_job_id += 1;
         let wire = delivery::Job {
@@ -249,7 +269,7 @@ impl Queue {
             queue_wait_ms: (now - job.queued_ms).max(0) as u64,
         };
         self.in_flight.insert(job_id, job);
-        Some(wire)
+        wire
     }
 
     /// An agent's answer to a job.

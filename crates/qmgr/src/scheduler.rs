@@ -126,6 +126,28 @@ impl Scheduler {
         None
     }
 
+    /// The next job for `destination` itself, within the same limits: for
+    /// an idle agent that holds an open connection to its next hop, so
+    /// that the connection is reused rather than a new one opened.
+    pub(crate) fn next_for(&mut self, destination: &Destination, now_ms: i64) -> Option<Job> {
+        if self.active_total >= self.total
+            || self.active.get(destination).copied().unwrap_or(0) >= self.per_destination
+            || self.is_suspended(destination, now_ms)
+        {
+            return None;
+        }
+        let queue = self.queues.get_mut(destination)?;
+        let job = queue.pop_front()?;
+        if queue.is_empty() {
+            self.queues.remove(destination);
+            self.ring.retain(|d| d != destination);
+        }
+        self.queued_recipients -= job.recipients.len();
+        *self.active.entry(destination.clone()).or_default() += 1;
+        self.active_total += 1;
+        Some(job)
+    }
+
     /// A handed-out job finished (whatever its outcome).
     pub(crate) fn finished(&mut self, destination: &Destination) {
         if let Some(n) = self.active.get_mut(destination) {
@@ -215,6 +237,25 @@ mod tests {
             dest("fast"),
             "a deep queue must not starve others"
         );
+    }
+
+    #[test]
+    fn next_for_takes_from_one_destination_within_the_limits() {
+        let mut s = Scheduler::new(2, 10);
+        s.push("a0", dest("a"), rcpts(1), 0, 0);
+        s.push("a1", dest("a"), rcpts(1), 0, 0);
+        s.push("a2", dest("a"), rcpts(1), 0, 0);
+        s.push("b0", dest("b"), rcpts(1), 0, 0);
+        assert_eq!(s.next_for(&dest("a"), 0).unwrap().message_id, "a0");
+        assert_eq!(s.next_for(&dest("a"), 0).unwrap().message_id, "a1");
+        assert!(s.next_for(&dest("a"), 0).is_none(), "per-destination limit");
+        assert!(s.next_for(&dest("c"), 0).is_none(), "nothing queued");
+        s.finished(&dest("a"));
+        assert_eq!(s.next_for(&dest("a"), 0).unwrap().message_id, "a2");
+        // The emptied destination left the ring; the other is still served.
+        assert_eq!(s.next("smtp", 0).unwrap().message_id, "b0");
+        assert!(s.next("smtp", 0).is_none());
+        assert_eq!(s.queued_recipients(), 0);
     }
 
     #[test]

@@ -44,10 +44,12 @@ const MIN_WAIT: Duration = Duration::from_millis(20);
 enum Kind {
     /// A client of `qmgr.sock`.
     Control,
-    /// A delivery agent; its transport once it said Ready, and its job.
+    /// A delivery agent; its transport once it said Ready, its job, and
+    /// the next hop it keeps a connection open to (for reuse).
     Agent {
         transport: Option<Transport>,
         job: Option<u64>,
+        open: Option<String>,
     },
 }
 
@@ -186,16 +188,31 @@ impl Service {
 
     /// Agents waiting for a job, and their transports.
     fn idle_agents(&self) -> Vec<(Token, Transport)> {
-        self.peers
+        self.idle_agents_open()
+            .into_iter()
+            .map(|(t, tr, _)| (t, tr))
+            .collect()
+    }
+
+    /// Agents waiting for a job, their transports and the next hop each
+    /// keeps a connection open to; those without one first, so that a
+    /// connection is not closed for another hop while a free agent could
+    /// take that job.
+    fn idle_agents_open(&self) -> Vec<(Token, Transport, Option<String>)> {
+        let mut idle: Vec<(Token, Transport, Option<String>)> = self
+            .peers
             .iter()
-            .filter_map(|(t, p)| match p.kind {
+            .filter_map(|(t, p)| match &p.kind {
                 Kind::Agent {
                     transport: Some(tr),
                     job: None,
-                } if !p.closed => Some((*t, tr)),
+                    open,
+                } if !p.closed => Some((*t, *tr, open.clone())),
                 _ => None,
             })
-            .collect()
+            .collect();
+        idle.sort_by_key(|(t, _, open)| (open.is_some(), t.0));
+        idle
     }
 
     /// Transports with at least one idle agent.
@@ -218,10 +235,29 @@ impl Service {
         for transport in self.idle_transports() {
             self.queue.refill(transport, now)?;
         }
-        for (token, transport) in idle {
-            let Some(job) = self.queue.next_job(transport, now) else {
+        let idle = self.idle_agents_open();
+        // An agent holding a connection to a hop gets that hop's next job
+        // first; agents without one are served after, then the holders of
+        // connections that have no work for their hop.
+        let mut order: Vec<(Token, Transport, Option<String>)> = idle
+            .iter()
+            .filter(|(_, _, open)| open.is_some())
+            .cloned()
+            .collect();
+        order.extend(idle.iter().map(|(t, tr, _)| (*t, *tr, None)));
+        let mut busy = Vec::new();
+        for (token, transport, hop) in order {
+            if busy.contains(&token) {
+                continue;
+            }
+            let job = match &hop {
+                Some(hop) => self.queue.next_job_for(transport, hop, now),
+                None => self.queue.next_job(transport, now),
+            };
+            let Some(job) = job else {
                 continue;
             };
+            busy.push(token);
             let job_id = job.job_id;
             if let Some(peer) = self.peers.get_mut(&token) {
                 if let Kind::Agent { job: slot, .. } = &mut peer.kind {
@@ -275,6 +311,7 @@ impl Service {
                     Kind::Agent {
                         transport: None,
                         job: None,
+                        open: None,
                     },
                     Hello {
                         protocol: delivery::PROTOCOL.to_owned(),
@@ -452,9 +489,12 @@ impl Service {
             AgentMessage::Done(result) => {
                 let expected = match self.peers.get_mut(&token) {
                     Some(Peer {
-                        kind: Kind::Agent { job, .. },
+                        kind: Kind::Agent { job, open, .. },
                         ..
-                    }) => job.take(),
+                    }) => {
+                        open.clone_from(&result.open_connection);
+                        job.take()
+                    }
                     _ => None,
                 };
                 if expected == Some(result.job_id) {
@@ -471,6 +511,15 @@ impl Service {
             }
             AgentMessage::Closed { next_hop } => {
                 log::debug!("delivery agent closed its idle connection to {next_hop}");
+                if let Some(Peer {
+                    kind: Kind::Agent { open, .. },
+                    ..
+                }) = self.peers.get_mut(&token)
+                {
+                    if open.as_deref() == Some(next_hop.as_str()) {
+                        *open = None;
+                    }
+                }
             }
         }
         Ok(())
