@@ -339,7 +339,12 @@ pub struct Local {
     /// in `/` is a Maildir, else an mbox file) for users without a Unix
     /// account. Default `""`: none.
     pub virtual_mailboxes: PathBuf,
-    /// The Unix user that owns and writes the virtual mailboxes.
+    /// The directory that relative mailbox paths in the virtual map are
+    /// under (Postfix's `virtual_mailbox_base`). Default `""`: the map's
+    /// paths must be absolute.
+    pub virtual_base: PathBuf,
+    /// The Unix user that owns and writes the virtual mailboxes (ignored
+    /// when Sluice does not run as root: it then writes as itself).
     /// Default `vmail`.
     pub virtual_owner: String,
     /// Honour `~/.forward` files (addresses only). Default `true`.
@@ -364,6 +369,7 @@ impl Default for Local {
             restrict_sender: false,
             postmaster: "root".to_owned(),
             virtual_mailboxes: PathBuf::new(),
+            virtual_base: PathBuf::new(),
             virtual_owner: "vmail".to_owned(),
             forward: true,
             allow_commands: false,

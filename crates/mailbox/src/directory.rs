@@ -64,6 +64,8 @@ pub struct Settings {
     pub aliases: PathBuf,
     /// The virtual mailbox map (`local.virtual_mailboxes`), if any.
     pub virtual_mailboxes: Option<PathBuf>,
+    /// Where its relative paths live (`local.virtual_base`), if anywhere.
+    pub virtual_base: Option<PathBuf>,
     /// Characters separating a user from an extension (`local.recipient_delimiter`).
     pub recipient_delimiter: String,
     /// Where `postmaster` goes when nothing else knows it (`local.postmaster`).
@@ -86,6 +88,7 @@ impl Settings {
             aliases: l.aliases.clone(),
             virtual_mailboxes: (!l.virtual_mailboxes.as_os_str().is_empty())
                 .then(|| l.virtual_mailboxes.clone()),
+            virtual_base: (!l.virtual_base.as_os_str().is_empty()).then(|| l.virtual_base.clone()),
             recipient_delimiter: l.recipient_delimiter.clone(),
             postmaster: l.postmaster.clone(),
             local_domains: config.local_domains.clone(),
@@ -428,7 +431,7 @@ impl<S: System> Directory<S> {
                 &mut tables.virtual_map,
                 path,
                 false,
-                |text| virtual_map::parse(text, path),
+                |text| virtual_map::parse(text, path, self.settings.virtual_base.as_deref()),
                 |map| {
                     for e in &map.errors {
                         log::warn!("{e}");

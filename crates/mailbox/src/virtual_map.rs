@@ -55,8 +55,10 @@ impl VirtualMap {
     }
 }
 
-/// Parses a virtual mailbox map; `path` is only used in errors.
-pub fn parse(text: &str, path: &Path) -> VirtualMap {
+/// Parses a virtual mailbox map; `path` is only used in errors. A relative
+/// mailbox path is taken under `base` (Postfix's `virtual_mailbox_base`),
+/// and is an error when there is no base.
+pub fn parse(text: &str, path: &Path, base: Option<&Path>) -> VirtualMap {
     let mut map = VirtualMap::default();
     for (i, raw) in text.split('\n').enumerate() {
         let line = raw.trim();
@@ -88,17 +90,26 @@ pub fn parse(text: &str, path: &Path) -> VirtualMap {
             continue;
         }
         let mailbox_path = Path::new(mailbox);
-        if !mailbox_path.is_absolute()
-            || mailbox_path
-                .components()
-                .any(|c| matches!(c, Component::ParentDir))
-        {
+        let has_parent = mailbox_path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir));
+        let resolved = match (mailbox_path.is_absolute(), base) {
+            _ if has_parent => None,
+            (true, _) => Some(PathBuf::from(mailbox)),
+            // Joined as text, to keep the trailing "/" that marks a Maildir.
+            (false, Some(base)) => Some(PathBuf::from(format!(
+                "{}/{mailbox}",
+                base.display().to_string().trim_end_matches('/')
+            ))),
+            (false, None) => None,
+        };
+        let Some(resolved) = resolved else {
             map.errors.push(error(format!(
-                "mailbox {} must be an absolute path without \"..\"",
+                "mailbox {} must be an absolute path without \"..\" (or a relative one under local.virtual_base)",
                 quote(mailbox)
             )));
             continue;
-        }
+        };
         let key = address.to_lowercase();
         if map.entries.contains_key(&key) {
             map.errors.push(error(format!(
@@ -107,7 +118,7 @@ pub fn parse(text: &str, path: &Path) -> VirtualMap {
             )));
             continue;
         }
-        map.entries.insert(key, PathBuf::from(mailbox));
+        map.entries.insert(key, resolved);
     }
     map
 }
@@ -124,6 +135,7 @@ mod tests {
              carol /srv/carol/\ndave@example.org relative/\nerin@example.org /a/../b\n\
              alice@example.org /other/\nx@y /a /b\n",
             Path::new("/etc/sluice/virtual"),
+            None,
         );
         assert_eq!(
             map.get("ALICE@example.ORG"),
@@ -141,10 +153,23 @@ mod tests {
             .starts_with("/etc/sluice/virtual:4: "));
     }
 
+    #[test]
+    fn relative_paths_live_under_the_base() {
+        let text = "a@x.test  a/\nb@x.test /abs/b\nc@x.test ../c/\n";
+        let map = parse(text, Path::new("v"), Some(Path::new("/srv/mail/")));
+        assert_eq!(map.get("a@x.test"), Some(Path::new("/srv/mail/a/")));
+        assert!(map
+            .get("a@x.test")
+            .is_some_and(|p| p.to_string_lossy().ends_with('/')));
+        assert_eq!(map.get("b@x.test"), Some(Path::new("/abs/b")));
+        assert_eq!(map.get("c@x.test"), None, "no escaping the base with ..");
+        assert_eq!(map.errors.len(), 1);
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics(text in any::<String>()) {
-            let _ = parse(&text, Path::new("x"));
+            let _ = parse(&text, Path::new("x"), Some(Path::new("/base")));
         }
     }
 }

@@ -56,6 +56,7 @@ impl Setup {
             settings: Settings {
                 aliases: path,
                 virtual_mailboxes: None,
+                virtual_base: None,
                 recipient_delimiter: "+".to_owned(),
                 postmaster: "root".to_owned(),
                 local_domains: vec!["local.test".to_owned(), ".sub.test".to_owned()],
