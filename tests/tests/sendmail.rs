@@ -201,20 +201,42 @@ fn restrict_sender_refuses_an_unprivileged_f() {
     assert_eq!(code, 77, "{stderr}");
     assert!(stderr.contains("restrict_sender"), "{stderr}");
     assert!(sluice.files_in("maildrop").is_empty());
-    // A configuration of the user's own is refused: it could lift that.
+    // A configuration of the user's own that lifts the restriction gets the
+    // file into maildrop/, but the instance's pickup checks it again with
+    // the instance's configuration: it never goes out as forged.
     let own = sluice.path().join("own.ron");
-    std::fs::write(&own, "()").expect("write");
+    let text = std::fs::read_to_string(&sluice.config_path).expect("config");
+    std::fs::write(
+        &own,
+        text.replace("restrict_sender: true", "restrict_sender: false"),
+    )
+    .expect("write");
     std::os::unix::fs::chown(&own, Some(NOBODY), Some(NOBODY)).expect("chown");
-    let out = Command::new(program("sluice-sendmail"))
+    let mut child = Command::new(program("sluice-sendmail"))
         .arg("-C")
         .arg(&own)
-        .arg("rcpt@relay.test")
+        .args(["-f", "boss@client.test", "rcpt@relay.test"])
         .uid(NOBODY)
         .gid(NOBODY)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .spawn()
         .expect("run");
-    assert_eq!(out.status.code(), Some(77));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"Subject: sneaky\n\nx\n")
+        .expect("stdin");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert_eq!(sluice.files_in("maildrop").len(), 1);
+    sluice.start();
+    wait_for("the pickup to refuse it", || {
+        sluice.files_in("maildrop").is_empty()
+    });
+    wait_for("the refused file in corrupt/", || {
+        !sluice.files_in("corrupt").is_empty()
+    });
+    assert_eq!(sink.count(), 0, "never delivered with the forged sender");
 }
 
 /// A maildrop file as sluice-sendmail would write it, but claiming `uid`.

@@ -187,20 +187,24 @@ fn context(config: &sluice_config::Config, options: &Options) -> Context {
     }
 }
 
-/// `-C`: root may name any file; another user only one that root owns and
-/// nobody else may write (an admin's alternative configuration), since a
-/// configuration of the user's own could turn `local.restrict_sender` off.
+/// `-C`: root may name any file; another user one that root or that user
+/// owns and nobody else may write (an admin's alternative configuration, or
+/// the user's own demo instance). A user's own configuration gains nothing
+/// against the daemons of another instance: their pickup checks every
+/// maildrop file again with their own configuration (`restrict_sender`,
+/// the submitter's real uid).
 fn check_config_owner(path: &Path) -> Result<(), Failure> {
-    if nix::unistd::getuid().is_root() {
+    let uid = nix::unistd::getuid();
+    if uid.is_root() {
         return Ok(());
     }
     let meta = std::fs::metadata(path)
         .map_err(|e| Failure::new(EX_CONFIG, format!("{}: {e}", path.display())))?;
-    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+    if (meta.uid() != 0 && meta.uid() != uid.as_raw()) || meta.mode() & 0o022 != 0 {
         return Err(Failure::new(
             EX_NOPERM,
             format!(
-                "-C {}: only root may use a configuration that is not owned by root or is writable by others",
+                "-C {}: a configuration must be owned by root or by you, and writable by nobody else",
                 path.display()
             ),
         ));
