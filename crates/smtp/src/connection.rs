@@ -365,7 +365,7 @@ pub(crate) fn deliver(
             if session.is_greeted() && !session.is_tls() && params.protocol == Protocol::Smtp {
                 let why = match (params.tls, session.extensions()) {
                     (Tls::Off, _) if policy == TlsPolicy::May => {
-                        "TLS handshake failed before: retried without"
+                        "TLS handshake failed; retried in plain text"
                     }
                     (Tls::Off, _) => "TLS disabled by policy",
                     (_, Some(e)) if e.starttls => "STARTTLS refused",
