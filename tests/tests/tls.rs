@@ -3,7 +3,8 @@
 //! that offer STARTTLS with certificates made here by a test CA (rcgen),
 //! offer no STARTTLS, or stall the handshake.
 //!
-//! - `may` (the default) uses TLS when offered, and says so in the log.
+//! - `may` (the default) uses TLS when offered, and says so in the log;
+//!   after a failed handshake it delivers in plain text.
 //! - `verify` delivers to a certificate valid for the host name and
 //!   defers `4.7.5` one issued for another name.
 //! - `encrypt` defers `4.7.4` against a server without STARTTLS.
@@ -76,6 +77,9 @@ enum Mode {
     Plain,
     /// Offers STARTTLS, says 220 to it, then neither reads nor writes.
     Stall,
+    /// Offers STARTTLS, says 220 to it, then answers the ClientHello with
+    /// plain text and hangs up.
+    Broken,
 }
 
 /// One message as a [`TlsPeer`] received it.
@@ -224,6 +228,7 @@ fn serve(mut tcp: TcpStream, mode: &Mode, shared: &Shared) -> io::Result<()> {
                 std::thread::park_timeout(Duration::from_millis(100));
             }
         }
+        Mode::Broken => tcp.write_all(b"this is not TLS\r\n")?,
         Mode::Plain => {}
     }
     Ok(())
@@ -372,4 +377,27 @@ fn a_stalled_handshake_times_out_while_other_mail_moves() {
     assert!(line.contains("TLS handshake timed out after 2s"), "{line}");
     assert!(stalled.got().is_empty());
     assert_eq!(sink.messages()[0].to, ["o@ok.test"]);
+}
+
+#[test]
+fn may_falls_back_to_plain_text_after_a_failed_handshake() {
+    let peer = TlsPeer::start(Mode::Broken);
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"tls.test\"],\n    routes: {{ \"tls.test\": \"[127.0.0.1]:{}\" }},",
+        peer.port()
+    ));
+    let addr = sluice.start();
+    let sent = send_with_python(addr, 1, &[mail("f@tls.test", "fallback")]);
+    assert!(sent[0].ok);
+    let line = wait_line(&sluice, "f@tls.test", "status=sent");
+    assert!(line.contains("dsn=2.0.0"), "{line}");
+    let got = peer.got();
+    assert_eq!(got.len(), 1);
+    assert!(!got[0].tls, "delivered in plain text");
+    let log = sluice.log();
+    let shape = format!(
+        "127.0.0.1[127.0.0.1]:{}: plain text session (TLS handshake failed; retried in plain text)",
+        peer.port()
+    );
+    assert!(log.contains(&shape), "{log}");
 }
