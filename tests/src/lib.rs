@@ -93,8 +93,19 @@ impl Instance {
         let spool_dir = dir.path().join("spool");
         let run_dir = dir.path().join("run");
         let config_path = dir.path().join("sluice.ron");
+        // DNS goes to loopback only: a test that does not bring its own
+        // server gets a port where nothing answers (a quick deferral),
+        // never the machine's resolver.
+        let dns = if extra.contains("dns:") {
+            String::new()
+        } else {
+            format!(
+                "dns: ( nameservers: [\"{}\"], timeout: \"1s\" ),",
+                silent_udp_port()
+            )
+        };
         let config = format!(
-            "(\n    hostname: \"mx.sluice.test\",\n    spool_dir: {spool:?},\n    run_dir: {run:?},\n    daemon_dir: {bin:?},\n    user: {user:?},\n    smtpd: (listen: [\"127.0.0.1:0\"], processes: 2, stop_timeout: \"5s\", {smtpd_extra}),\n    {extra}\n)\n",
+            "(\n    hostname: \"mx.sluice.test\",\n    spool_dir: {spool:?},\n    run_dir: {run:?},\n    daemon_dir: {bin:?},\n    user: {user:?},\n    smtpd: (listen: [\"127.0.0.1:0\"], processes: 2, stop_timeout: \"5s\", {smtpd_extra}),\n    {dns}\n    {extra}\n)\n",
             spool = spool_dir,
             run = run_dir,
             bin = bin_dir(),
@@ -266,6 +277,13 @@ impl Drop for Instance {
             eprintln!("---- sluice log ----\n{}", self.log());
         }
     }
+}
+
+/// A loopback UDP address where nothing listens (bound, then released).
+pub fn silent_udp_port() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
 }
 
 /// The `user` for test configs: the unprivileged `sluice` account when the

@@ -296,6 +296,12 @@ fn mx_hosts(
     Ok(hosts.into_iter().map(|(_, h)| h).collect())
 }
 
+/// `localhost` and names under `.localhost` (RFC 6761).
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 /// A bracketed host's (or LMTP host's) addresses: the literal itself, or
 /// its A/AAAA records. Failures defer: a static route is the operator's,
 /// and a broken one is fixed, not bounced.
@@ -309,6 +315,16 @@ fn resolve_static(
         return Ok(Host {
             name: host.to_owned(),
             addrs: vec![SocketAddr::new(ip, port)],
+        });
+    }
+    if is_localhost(host) {
+        // RFC 6761 6.3: such names are this machine, asked of nobody.
+        return Ok(Host {
+            name: host.to_owned(),
+            addrs: vec![
+                SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+                SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), port),
+            ],
         });
     }
     let fail = |why: String| Stop {
@@ -442,6 +458,23 @@ mod tests {
             name: host.to_owned(),
             addrs: vec![addr.parse().unwrap()],
         }])
+    }
+
+    #[test]
+    fn localhost_is_this_machine_without_asking_anyone() {
+        let Ok(Plan::Smtp(hosts)) = plan_with("[LocalHost.]:2525", &ctx(), &Table::default())
+        else {
+            panic!("localhost resolves");
+        };
+        assert_eq!(
+            hosts[0].addrs,
+            [
+                "127.0.0.1:2525".parse().unwrap(),
+                "[::1]:2525".parse().unwrap()
+            ]
+        );
+        assert!(is_localhost("mx.localhost"));
+        assert!(!is_localhost("localhost.example"));
     }
 
     #[test]
