@@ -11,6 +11,7 @@
 //! an error value; the caller logs it, closes that connection and serves on.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod call;
 pub mod delivery;
 

@@ -87,6 +87,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sluice_ipc::delivery::Transport;
 
 /// Command line of `sluice-local`.
 #[derive(Debug, Parser)]
@@ -169,5 +170,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     // Read the files now, so that their bad lines are logged at start.
     let _ = settings.directory.problems();
-    agent::serve(&config.run_dir, &settings, &stop)
+    let mut agent = agent::Agent {
+        settings: &settings,
+    };
+    sluice_ipc::agent::serve(&config.run_dir, Transport::Local, &mut agent, &stop)?;
+    Ok(())
 }

@@ -97,6 +97,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use sluice_ipc::delivery::Transport;
 use sluice_proto::client::Timeouts;
 
 /// Command line of `sluice-smtp`.
@@ -182,5 +183,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         smtp: config.smtp.clone(),
         route,
     };
-    agent::serve(&config.run_dir, &settings, config.smtp.reuse_idle, &stop)
+    let mut agent = agent::Agent {
+        settings: &settings,
+        reuse_idle: config.smtp.reuse_idle,
+        kept: None,
+    };
+    sluice_ipc::agent::serve(&config.run_dir, Transport::Smtp, &mut agent, &stop)?;
+    Ok(())
 }
