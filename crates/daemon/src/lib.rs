@@ -1,6 +1,8 @@
 //! The daemon skeleton shared by Sluice's long-running programs (in the
-//! manner of Postfix's `single_server.c`): listening sockets inherited from
-//! the master, the switch to the unprivileged user, readiness for systemd.
+//! manner of Postfix's `single_server.c`): the common start-up (command
+//! line, configuration, logger) and fatal exit, listening sockets inherited
+//! from the master, the switch to the unprivileged user, readiness for
+//! systemd.
 //!
 //! # Must never
 //! Keep root after [`drop_privileges`] returns `Ok`, or take ownership of a
@@ -16,6 +18,10 @@
 //! Everything here runs at start-up; errors are returned with the facts
 //! (variable, user, descriptor) and the program exits with them.
 #![allow(unsafe_code)]
+
+mod startup;
+
+pub use startup::{exit, start, DaemonArgs, StartError, Started};
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;

@@ -81,7 +81,6 @@ mod mbox;
 mod message;
 mod reinject;
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -97,12 +96,8 @@ use sluice_ipc::delivery::Transport;
     about = "Sluice local delivery agent (started by sluice-master)"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Log to syslog (facility mail) instead of stderr.
-    #[arg(long)]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: sluice_daemon::DaemonArgs,
     /// Internal: one delivery as the mailbox owner (started by the agent).
     #[command(subcommand)]
     internal: Option<Internal>,
@@ -120,34 +115,11 @@ fn main() -> std::process::ExitCode {
     if let Some(Internal::Deliver(request)) = &args.internal {
         return helper::child_main(request);
     }
-    match run(&args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let text = format!("{e:#}");
-            if log::log_enabled!(log::Level::Error) {
-                log::error!("fatal: {text}");
-            } else {
-                eprintln!("sluice-local: fatal: {text}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sluice_daemon::exit("sluice-local", run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = sluice_config::load(&args.config)?;
-    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
-    let sink = if args.syslog {
-        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
-    } else {
-        sluice_log::Sink::Stderr
-    };
-    sluice_log::init(
-        &format!("{}/local", config.log.tag_prefix),
-        &hostname,
-        sink,
-        log::LevelFilter::Info,
-    )?;
+    let sluice_daemon::Started { config, .. } = sluice_daemon::start("local", &args.daemon)?;
     let spool_owner = if sluice_daemon::is_root() {
         Some(sluice_daemon::lookup_user(&config.user).context("looking up the spool owner")?)
     } else {

@@ -40,8 +40,6 @@
 
 mod supervisor;
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use clap::Parser;
 
@@ -53,42 +51,21 @@ use clap::Parser;
     about = "Sluice master: binds sockets, supervises the daemons"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Log to syslog (facility mail) instead of stderr.
-    #[arg(long)]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: sluice_daemon::DaemonArgs,
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let text = format!("{e:#}");
-            if log::log_enabled!(log::Level::Error) {
-                log::error!("fatal: {text}");
-            } else {
-                eprintln!("sluice-master: fatal: {text}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let mut args = Args::parse();
+    sluice_daemon::exit("sluice-master", run(&mut args))
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    let config_path = std::path::absolute(&args.config)
-        .with_context(|| format!("config path {}", args.config.display()))?;
-    let config = sluice_config::load(&config_path)?;
-    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
-    let sink = if args.syslog {
-        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
-    } else {
-        sluice_log::Sink::Stderr
-    };
-    let tag = format!("{}/master", config.log.tag_prefix);
-    sluice_log::init(&tag, &hostname, sink, log::LevelFilter::Info)?;
-    let mut supervisor = supervisor::Supervisor::start(config_path, config, args.syslog)?;
+fn run(args: &mut Args) -> anyhow::Result<()> {
+    // The daemons are told the same file, wherever they start.
+    args.daemon.config = std::path::absolute(&args.daemon.config)
+        .with_context(|| format!("config path {}", args.daemon.config.display()))?;
+    let started = sluice_daemon::start("master", &args.daemon)?;
+    let mut supervisor =
+        supervisor::Supervisor::start(started.config_path, started.config, args.daemon.syslog)?;
     supervisor.run()
 }

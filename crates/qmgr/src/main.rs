@@ -58,8 +58,6 @@ mod route;
 mod scheduler;
 mod service;
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use clap::Parser;
 
@@ -71,44 +69,19 @@ use clap::Parser;
     about = "Sluice queue manager (started by sluice-master)"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Log to syslog (facility mail) instead of stderr.
-    #[arg(long)]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: sluice_daemon::DaemonArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let text = format!("{e:#}");
-            if log::log_enabled!(log::Level::Error) {
-                log::error!("fatal: {text}");
-            } else {
-                eprintln!("sluice-qmgr: fatal: {text}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sluice_daemon::exit("sluice-qmgr", run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = sluice_config::load(&args.config)?;
-    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
-    let sink = if args.syslog {
-        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
-    } else {
-        sluice_log::Sink::Stderr
-    };
-    sluice_log::init(
-        &format!("{}/qmgr", config.log.tag_prefix),
-        &hostname,
-        sink,
-        log::LevelFilter::Info,
-    )?;
+    let sluice_daemon::Started {
+        config, hostname, ..
+    } = sluice_daemon::start("qmgr", &args.daemon)?;
     sluice_daemon::drop_privileges(&config.user).context("dropping privileges")?;
     let run_dir = config.run_dir.clone();
     let queue = queue::Queue::open(config, hostname)?;

@@ -91,7 +91,6 @@ mod delivery;
 mod route;
 mod tls;
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -108,44 +107,19 @@ use sluice_proto::client::Timeouts;
     about = "Sluice outbound SMTP delivery agent (started by sluice-master)"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Log to syslog (facility mail) instead of stderr.
-    #[arg(long)]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: sluice_daemon::DaemonArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let text = format!("{e:#}");
-            if log::log_enabled!(log::Level::Error) {
-                log::error!("fatal: {text}");
-            } else {
-                eprintln!("sluice-smtp: fatal: {text}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sluice_daemon::exit("sluice-smtp", run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = sluice_config::load(&args.config)?;
-    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
-    let sink = if args.syslog {
-        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
-    } else {
-        sluice_log::Sink::Stderr
-    };
-    sluice_log::init(
-        &format!("{}/smtp", config.log.tag_prefix),
-        &hostname,
-        sink,
-        log::LevelFilter::Info,
-    )?;
+    let sluice_daemon::Started {
+        config, hostname, ..
+    } = sluice_daemon::start("smtp", &args.daemon)?;
     // Trust anchors are read while still privileged: a CA file may be
     // readable by root only.
     let tls_contexts = tls::Contexts::new(&config.smtp.tls_ca_file)?;

@@ -41,8 +41,6 @@
 mod committer;
 mod server;
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use clap::Parser;
 
@@ -54,44 +52,19 @@ use clap::Parser;
     about = "Sluice SMTP server (started by sluice-master)"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Log to syslog (facility mail) instead of stderr.
-    #[arg(long)]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: sluice_daemon::DaemonArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let text = format!("{e:#}");
-            if log::log_enabled!(log::Level::Error) {
-                log::error!("fatal: {text}");
-            } else {
-                eprintln!("sluice-smtpd: fatal: {text}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sluice_daemon::exit("sluice-smtpd", run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = sluice_config::load(&args.config)?;
-    let hostname = config.hostname_or(&sluice_daemon::system_hostname());
-    let sink = if args.syslog {
-        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
-    } else {
-        sluice_log::Sink::Stderr
-    };
-    sluice_log::init(
-        &format!("{}/smtpd", config.log.tag_prefix),
-        &hostname,
-        sink,
-        log::LevelFilter::Info,
-    )?;
+    let sluice_daemon::Started {
+        config, hostname, ..
+    } = sluice_daemon::start("smtpd", &args.daemon)?;
     let fds = sluice_daemon::take_listen_fds()?;
     if fds.is_empty() {
         anyhow::bail!("no listening sockets inherited: sluice-smtpd is started by sluice-master");

@@ -1,0 +1,86 @@
+//! The start and the end of every daemon's `main`: the common command line
+//! (`--config FILE`, `--syslog`), loading the configuration, installing
+//! the logger with the `sluice/<program>` tag, and turning a fatal error
+//! into one log line and exit status 1.
+//!
+//! # Must never
+//! Lose a fatal error: before the logger exists it goes to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use sluice_config::Config;
+
+/// The command line every daemon takes (flattened into its own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Configuration file.
+    #[arg(long, default_value = sluice_config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log to syslog (facility mail) instead of stderr.
+    #[arg(long)]
+    pub syslog: bool,
+}
+
+/// A daemon whose configuration is loaded and whose logger is installed.
+#[derive(Debug)]
+pub struct Started {
+    /// The configuration file, as given.
+    pub config_path: PathBuf,
+    /// The configuration.
+    pub config: Config,
+    /// `hostname`, or the system's host name when the config leaves it empty.
+    pub hostname: String,
+}
+
+/// Why a daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is bad (the error names file, line and key).
+    #[error(transparent)]
+    Config(#[from] sluice_config::Error),
+    /// The logger could not be installed.
+    #[error(transparent)]
+    Log(#[from] sluice_log::Error),
+}
+
+/// Loads the configuration and installs the logger tagged
+/// `<tag_prefix>/<program>` (e.g. `sluice/smtpd`).
+pub fn start(program: &str, args: &DaemonArgs) -> Result<Started, StartError> {
+    let config = sluice_config::load(&args.config)?;
+    let hostname = config.hostname_or(&crate::system_hostname());
+    let sink = if args.syslog {
+        sluice_log::Sink::Syslog(config.log.syslog_socket.clone())
+    } else {
+        sluice_log::Sink::Stderr
+    };
+    sluice_log::init(
+        &format!("{}/{program}", config.log.tag_prefix),
+        &hostname,
+        sink,
+        log::LevelFilter::Info,
+    )?;
+    Ok(Started {
+        config_path: args.config.clone(),
+        config,
+        hostname,
+    })
+}
+
+/// The end of `main`: a fatal error becomes one `fatal:` line (in the log
+/// if it is installed, else on stderr as `program: fatal: ...`) and exit
+/// status 1.
+pub fn exit<E: std::fmt::Display>(program: &str, result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = format!("{e:#}");
+            if log::log_enabled!(log::Level::Error) {
+                log::error!("fatal: {text}");
+            } else {
+                eprintln!("{program}: fatal: {text}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
