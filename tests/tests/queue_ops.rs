@@ -146,3 +146,24 @@ fn a_user_outside_the_sluice_group_may_list_but_not_change() {
         sluice.log()
     );
 }
+
+#[test]
+fn a_flush_revives_a_destination_that_was_down() {
+    // Nothing listens on the route's port at first: the destination is
+    // suspended after the first failed connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut sluice = instance(&format!("[127.0.0.1]:{}", port.port()));
+    sluice.start();
+    for i in 0..3 {
+        queue_one(&sluice, &format!("down{i}"));
+    }
+    wait_for("deferrals", || sluice.log_count("status=deferred") >= 3);
+    let sink = Sink::start_on(port);
+    let (code, _, err) = sluice.queue_tool(&["flush"], None);
+    assert_eq!(code, 0, "{err}");
+    wait_for("all three after the flush (retry_min is an hour)", || {
+        sink.count() == 3
+    });
+}

@@ -313,8 +313,12 @@ impl Queue {
             return Ok(());
         };
         self.scheduler.finished(&job.destination);
+        let now = now_ms();
         let results = deferrals(&job, "4.3.0", "delivery agent exited during delivery");
-        self.apply(&job.message_id, job.arrival_ms, results, now_ms())
+        for r in &results {
+            self.log_outcome(&job.message_id, job.arrival_ms, r, "deferred", now);
+        }
+        self.apply(&job.message_id, job.arrival_ms, results, now)
     }
 
     /// Defers, at once, the queued jobs of suspended destinations.
@@ -322,6 +326,9 @@ impl Queue {
         for (job, reason) in self.scheduler.take_suspended(now) {
             let reason = format!("delivery temporarily suspended: {reason}");
             let results = deferrals(&job, "4.4.1", &reason);
+            for r in &results {
+                self.log_outcome(&job.message_id, job.arrival_ms, r, "deferred", now);
+            }
             self.apply(&job.message_id, job.arrival_ms, results, now)?;
         }
         Ok(())
@@ -351,7 +358,13 @@ impl Queue {
                 }
                 Outcome::Bounced => failed.push(r),
                 Outcome::Deferred if expired => {
-                    self.log_expired(message_id, arrival_ms, &r, now);
+                    self.log_outcome(
+                        message_id,
+                        arrival_ms,
+                        &r,
+                        "expired, returned to sender",
+                        now,
+                    );
                     failed.push(r);
                 }
                 Outcome::Deferred => {
@@ -425,7 +438,16 @@ impl Queue {
         Ok(self.index.attempts(message_id, index)?)
     }
 
-    fn log_expired(&self, message_id: &str, arrival_ms: i64, r: &RecipientResult, now: i64) {
+    /// The delivery line for an outcome the queue manager decides itself
+    /// (no agent attempt: `relay=none`).
+    fn log_outcome(
+        &self,
+        message_id: &str,
+        arrival_ms: i64,
+        r: &RecipientResult,
+        status: &str,
+        now: i64,
+    ) {
         log::info!(
             "{}",
             sluice_log::line::delivery(&sluice_log::line::Delivery {
@@ -435,7 +457,7 @@ impl Queue {
                 delay: (now - arrival_ms) as f64 / 1000.0,
                 delays: [0.0; 4],
                 dsn: &r.dsn,
-                status: "expired, returned to sender",
+                status,
                 reply: &r.reply,
             })
         );
@@ -634,6 +656,7 @@ impl Queue {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let ids = self.index.select(&Target::Domain(domain.clone()))?;
         self.index.make_due(&ids, Some(&domain), now_ms())?;
+        self.scheduler.unsuspend_all();
         Ok(ids.len() as u64)
     }
 
@@ -648,6 +671,7 @@ impl Queue {
                     _ => None,
                 };
                 self.index.make_due(&ids, domain.as_deref(), now)?;
+                self.scheduler.unsuspend_all();
             }
             Action::Hold => {
                 self.index.set_hold(&ids, true)?;

@@ -165,6 +165,13 @@ impl Scheduler {
             .is_some_and(|(until, _)| *until > now_ms)
     }
 
+    /// Lifts every suspension: the operator (flush, ETRN) says the next
+    /// hops may be back, so they are tried again at once, as Postfix's
+    /// flush revives dead destinations.
+    pub(crate) fn unsuspend_all(&mut self) {
+        self.suspended.clear();
+    }
+
     /// Suspends a destination until `until_ms` because of `reason`.
     pub(crate) fn suspend(&mut self, destination: &Destination, until_ms: i64, reason: &str) {
         self.suspended
@@ -308,6 +315,17 @@ mod tests {
         assert_eq!(back[0].1, "connect refused");
         assert!(s.next("smtp", 10).is_none());
         assert_eq!(s.queued_recipients(), 0);
+    }
+
+    #[test]
+    fn a_flush_lifts_suspensions() {
+        let mut s = Scheduler::new(10, 10);
+        s.push("m1", dest("dead"), rcpts(1), 0, 0);
+        s.suspend(&dest("dead"), 1000, "connect refused");
+        assert!(s.next("smtp", 10).is_none());
+        s.unsuspend_all();
+        assert!(s.take_suspended(10).is_empty());
+        assert_eq!(s.next("smtp", 10).unwrap().destination, dest("dead"));
     }
 
     #[test]
