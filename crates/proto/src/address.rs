@@ -124,7 +124,9 @@ pub fn parse_path(input: &str, utf8: bool) -> Result<(Path, &str), AddressError>
         return Ok((Path::Null, &input[2..]));
     }
     // RFC 5321 4.1.1.3: "<Postmaster>" with no domain.
-    if input.len() >= 12 && input[..12].eq_ignore_ascii_case("<postmaster>") {
+    // Compared as bytes: the input may hold UTF-8 anywhere, and 12 is a
+    // character boundary only once these 12 bytes are known to be ASCII.
+    if bytes.len() >= 12 && bytes[..12].eq_ignore_ascii_case(b"<postmaster>") {
         return Ok((Path::Postmaster, &input[12..]));
     }
     let mut had_source_route = false;
@@ -430,6 +432,14 @@ mod tests {
             parse_path("<POSTMASTER> x", false),
             Ok((Path::Postmaster, " x"))
         );
+    }
+
+    #[test]
+    fn utf8_near_the_postmaster_check_is_no_panic() {
+        // Found by the server_session fuzz target: a multi-byte character
+        // across byte 12 used to panic the 12-byte "<postmaster>" check.
+        assert!(parse_path("<BRCPT TO:B\u{770}DATA", true).is_err());
+        assert!(parse_path("<postmaste\u{e9}>", true).is_err());
     }
 
     #[test]
