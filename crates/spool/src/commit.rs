@@ -1,14 +1,23 @@
 //! The durable write path: how a file becomes part of the spool.
 //!
-//! [`Spool::commit_into`] takes two internal steps, kept apart so that a
-//! later group commit can make many files durable with one directory fsync:
+//! [`Spool::commit_into`] and [`Spool::commit_batch`] take three steps:
 //!
 //! 1. *stage*: create a temporary file with `O_EXCL` (in `tmp/`, or, for
 //!    `maildrop/`, a dot-name inside `maildrop/` since submitting users
-//!    cannot write `tmp/`), write every piece with `writev`, `fsync` it;
+//!    cannot write `tmp/`) and write every piece with `writev`;
 //! 2. *publish*: `link` it to its final name (which fails with `EEXIST`
-//!    rather than replace anything), unlink the temporary name, and `fsync`
-//!    the destination directory.
+//!    rather than replace anything) and unlink the temporary name;
+//! 3. *make durable*: fsync every published file and the destination
+//!    directory at the same time, from several threads, so that the file
+//!    system's journal commits them together: one journal commit for a
+//!    whole batch, instead of one for each file and one more for the
+//!    directory. Only when every fsync has returned is a file committed.
+//!
+//! A file is visible in its area (step 2) a moment before it is durable
+//! (step 3). Nothing is acknowledged before step 3; a reader that sees the
+//! file early sees it whole (it was written before the link). After a power
+//! failure in that moment the file may be missing or cut short: it was never
+//! acknowledged, and a reader moves a cut file to `corrupt/`.
 //!
 //! This is also the one module allowed to rename a file in the spool, for
 //! moving unreadable files to `corrupt/` (`move_aside`, used by
@@ -51,12 +60,20 @@ pub const BATCH_PARALLELISM: usize = 16;
 /// Distinguishes temporary files of concurrent writers in one process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A file written and fsynced under a temporary name, not yet published.
-/// Dropping it removes the temporary file.
+/// A file written under a temporary name, not yet published. Dropping it
+/// removes the temporary file.
 #[derive(Debug)]
 struct Staged {
     tmp: PathBuf,
     dest: PathBuf,
+    file: File,
+}
+
+/// A file under its final name, not yet known to be durable.
+#[derive(Debug)]
+struct Published {
+    dest: PathBuf,
+    file: File,
 }
 
 impl Drop for Staged {
@@ -88,29 +105,28 @@ impl Spool {
     }
 
     /// Makes the concatenation of `pieces` durable as `area/name`: temporary
-    /// file, write, fsync, link (never replacing: [`Error::Exists`]), fsync
-    /// the directory. On error nothing is left under either name.
+    /// file, write, link (never replacing: [`Error::Exists`]), then fsync of
+    /// the file and of the directory together. On error nothing is left
+    /// under either name.
     ///
     /// `name` must be a plain file name (no `/`, not starting with `.`).
     pub fn commit_into(&self, area: Area, name: &str, pieces: &[&[u8]]) -> Result<PathBuf, Error> {
         check_name(name)?;
         let staged = self.stage(area, name, pieces)?;
-        let dest = self.publish(staged)?;
-        if let Err(e) = self.sync_dir(area, &dest) {
-            // Not known to be durable, so not committed: take it back so the
-            // caller's retry does not make a duplicate. (Best effort.)
-            let _ = fs::remove_file(&dest);
-            return Err(e);
-        }
-        Ok(dest)
+        let published = self.publish(staged)?;
+        let mut results = self.make_durable(area, vec![published]);
+        results.pop().unwrap_or_else(|| {
+            Err(Error::io("fsync", &self.dir(area))(io::Error::other(
+                "no result",
+            )))
+        })
     }
 
-    /// Group commit: makes every message in `msgs` durable in `queue/` with
-    /// one directory fsync for the whole batch. The files are written and
-    /// fsynced in parallel (up to [`BATCH_PARALLELISM`] at once), so that
-    /// the file system's journal commits them together instead of one
-    /// journal commit per message; then each is linked into `queue/`, and
-    /// `queue/` is fsynced once.
+    /// Group commit: makes every message in `msgs` durable in `queue/`
+    /// together. Each file is written and linked into `queue/`; then all of
+    /// them and `queue/` are fsynced at once (up to [`BATCH_PARALLELISM`]
+    /// threads), so that the file system's journal commits the whole batch
+    /// in one go instead of once per file and once more for the directory.
     ///
     /// Returns one result per message, in order, each meaning what
     /// [`Spool::commit`] means: `Ok` only when the file and its directory
@@ -130,64 +146,38 @@ impl Spool {
                 (msg.id.to_string(), pieces)
             })
             .collect();
-        let staged = self.stage_all(area, &jobs);
-        let mut results: Vec<Result<PathBuf, Error>> = staged
-            .into_iter()
-            .map(|s| s.and_then(|staged| self.publish(staged)))
-            .collect();
-        let Some(first) = results.iter().find_map(|r| r.as_ref().ok()).cloned() else {
-            return results;
-        };
-        if let Err(e) = self.sync_dir(area, &first) {
-            let reason = e.to_string();
-            for r in &mut results {
-                if let Ok(dest) = r {
-                    let _ = fs::remove_file(&*dest);
-                    *r = Err(Error::io("fsync", &self.dir(area))(io::Error::other(
-                        reason.clone(),
-                    )));
+        let mut results: Vec<Option<Result<PathBuf, Error>>> = Vec::with_capacity(jobs.len());
+        let mut published = Vec::with_capacity(jobs.len());
+        let mut slots = Vec::with_capacity(jobs.len());
+        for (name, pieces) in &jobs {
+            let step = check_name(name)
+                .and_then(|()| self.stage(area, name, pieces))
+                .and_then(|staged| self.publish(staged));
+            match step {
+                Ok(p) => {
+                    slots.push(results.len());
+                    results.push(None);
+                    published.push(p);
                 }
+                Err(e) => results.push(Some(Err(e))),
             }
         }
-        results
-    }
-
-    /// Stages many files at once, spreading the writes and fsyncs over a
-    /// few threads.
-    fn stage_all(&self, area: Area, jobs: &[(String, Vec<&[u8]>)]) -> Vec<Result<Staged, Error>> {
-        let stage = |(name, pieces): &(String, Vec<&[u8]>)| {
-            check_name(name).and_then(|()| self.stage(area, name, pieces))
-        };
-        if jobs.len() <= 1 {
-            return jobs.iter().map(stage).collect();
+        for (slot, result) in slots.into_iter().zip(self.make_durable(area, published)) {
+            results[slot] = Some(result);
         }
-        let per_thread = jobs.len().div_ceil(BATCH_PARALLELISM);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .chunks(per_thread)
-                .map(|chunk| {
-                    let handle = scope.spawn(move || chunk.iter().map(stage).collect::<Vec<_>>());
-                    (chunk.len(), handle)
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::io("fsync", &self.dir(area))(io::Error::other(
+                        "no result",
+                    )))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|(len, h)| {
-                    h.join().unwrap_or_else(|_| {
-                        (0..len)
-                            .map(|_| {
-                                Err(Error::io("stage", &self.dir(Area::Tmp))(io::Error::other(
-                                    "a staging thread panicked",
-                                )))
-                            })
-                            .collect()
-                    })
-                })
-                .collect()
-        })
+            })
+            .collect()
     }
 
-    /// Step 1: writes and fsyncs `pieces` under a fresh temporary name.
+    /// Step 1: writes `pieces` under a fresh temporary name.
     fn stage(&self, area: Area, name: &str, pieces: &[&[u8]]) -> Result<Staged, Error> {
         let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -203,25 +193,29 @@ impl Spool {
             .mode(area.file_mode())
             .open(&tmp)
             .map_err(Error::io("create", &tmp))?;
-        // From here on, dropping `staged` removes the temporary file.
-        let staged = Staged {
-            tmp,
-            dest: self.dir(area).join(name),
-        };
         if area.file_mode() != 0o600 {
             // The umask may have narrowed the mode given to open.
-            file.set_permissions(fs::Permissions::from_mode(area.file_mode()))
-                .map_err(Error::io("chmod", &staged.tmp))?;
+            if let Err(e) = file.set_permissions(fs::Permissions::from_mode(area.file_mode())) {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io("chmod", &tmp)(e));
+            }
         }
-        write_pieces(&mut file, pieces).map_err(Error::io("write", &staged.tmp))?;
-        file.sync_all().map_err(Error::io("fsync", &staged.tmp))?;
-        Ok(staged)
+        if let Err(e) = write_pieces(&mut file, pieces) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("write", &tmp)(e));
+        }
+        // From here on, dropping `staged` removes the temporary file.
+        Ok(Staged {
+            tmp,
+            dest: self.dir(area).join(name),
+            file,
+        })
     }
 
-    /// Step 2a: gives a staged file its final name without replacing
-    /// anything, and drops the temporary name. The caller must still
-    /// `Spool::sync_dir` the area before the file counts as committed.
-    fn publish(&self, staged: Staged) -> Result<PathBuf, Error> {
+    /// Step 2: gives a staged file its final name without replacing
+    /// anything, and drops the temporary name. The file is not committed
+    /// until [`Spool::make_durable`] says so.
+    fn publish(&self, staged: Staged) -> Result<Published, Error> {
         match fs::hard_link(&staged.tmp, &staged.dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -231,13 +225,79 @@ impl Spool {
             }
             Err(e) => return Err(Error::io("link", &staged.dest)(e)),
         }
+        let Ok(file) = staged.file.try_clone() else {
+            // Without a handle the file cannot be fsynced: take it back.
+            let _ = fs::remove_file(&staged.dest);
+            return Err(Error::io("dup", &staged.dest)(io::Error::last_os_error()));
+        };
         // Dropping `staged` unlinks the temporary name; if that fails the
         // file is still committed, and clean_tmp removes the leftover.
-        Ok(staged.dest.clone())
+        Ok(Published {
+            dest: staged.dest.clone(),
+            file,
+        })
     }
 
-    /// Step 2b: fsyncs the directory of `area`, making its new entries
-    /// durable. One call covers every file published into it before.
+    /// Step 3: fsyncs the published files and the directory of `area`
+    /// together (several threads, so the journal commits them at once).
+    /// A file whose fsync failed, or every file if the directory's did, is
+    /// taken back (removed) and gets an error: not known to be durable, so
+    /// not committed, and the caller's retry makes no duplicate.
+    fn make_durable(&self, area: Area, published: Vec<Published>) -> Vec<Result<PathBuf, Error>> {
+        let Some(first) = published.first().map(|p| p.dest.clone()) else {
+            return Vec::new();
+        };
+        let per_thread = published.len().div_ceil(BATCH_PARALLELISM).max(1);
+        let (dir_result, file_results) = std::thread::scope(|scope| {
+            let handles: Vec<_> = published
+                .chunks(per_thread)
+                .map(|chunk| {
+                    let handle = scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|p| p.file.sync_all().map_err(Error::io("fsync", &p.dest)))
+                            .collect::<Vec<_>>()
+                    });
+                    (chunk.len(), handle)
+                })
+                .collect();
+            let dir_result = self.sync_dir(area, &first);
+            let file_results: Vec<Result<(), Error>> = handles
+                .into_iter()
+                .flat_map(|(len, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        (0..len)
+                            .map(|_| {
+                                Err(Error::io("fsync", &first)(io::Error::other(
+                                    "an fsync thread panicked",
+                                )))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            (dir_result, file_results)
+        });
+        let dir_error = dir_result.err().map(|e| e.to_string());
+        published
+            .into_iter()
+            .zip(file_results)
+            .map(|(p, synced)| {
+                let result = match (&dir_error, synced) {
+                    (None, Ok(())) => return Ok(p.dest),
+                    (Some(why), _) => Err(Error::io("fsync", &self.dir(area))(io::Error::other(
+                        why.clone(),
+                    ))),
+                    (None, Err(e)) => Err(e),
+                };
+                let _ = fs::remove_file(&p.dest);
+                result
+            })
+            .collect()
+    }
+
+    /// Fsyncs the directory of `area`, making its new entries durable. One
+    /// call covers every file published into it before.
     ///
     /// A submitting user may not read `maildrop/` (mode 1733), so cannot
     /// open it to fsync it; then the whole file system is synced through
