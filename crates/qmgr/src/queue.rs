@@ -113,6 +113,10 @@ impl Queue {
 
     /// Looks for queue files the index does not know yet (a lost hint).
     pub(crate) fn scan(&mut self) -> anyhow::Result<usize> {
+        let trimmed = self.spool.trim_free(sluice_spool::commit::FREE_MAX);
+        if trimmed > 0 {
+            log::info!("unlinked {trimmed} emptied queue file(s) kept for reuse");
+        }
         let files = self.spool.list(sluice_spool::Area::Queue)?;
         let known = self.index.ids()?;
         let unknown: Vec<QueueId> = files

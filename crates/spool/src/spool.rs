@@ -81,16 +81,23 @@ impl Area {
 /// Mode of the spool root.
 pub const ROOT_MODE: u32 = 0o755;
 
-/// The spool under one root directory. Cheap to clone; holds no open files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The spool under one root directory. Cheap to clone (clones share the
+/// list of reusable files); holds no open files.
+#[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// Emptied queue files kept for reuse (`tmp/free.*`) that this process
+    /// knows of; see `commit.rs`.
+    pub(crate) free: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
 }
 
 impl Spool {
     /// The spool rooted at `root` (the configured `spool_dir`). Does no IO.
     pub fn new(root: impl Into<PathBuf>) -> Spool {
-        Spool { root: root.into() }
+        Spool {
+            root: root.into(),
+            free: std::sync::Arc::default(),
+        }
     }
 
     /// The spool root.
@@ -231,11 +238,15 @@ impl Spool {
         Ok(ids)
     }
 
-    /// Removes queue file `id` from `queue/`. Not made durable: after a
-    /// crash the file may come back, and is then delivered again (a
-    /// duplicate, never a loss).
+    /// Removes queue file `id` from `queue/`: emptied and kept in `tmp/`
+    /// for reuse by the next commit (see `commit.rs`), or unlinked. Not made
+    /// durable: after a crash the file may come back, and is then delivered
+    /// again (a duplicate, never a loss).
     pub fn remove(&self, id: QueueId) -> Result<(), Error> {
         let path = self.path(Area::Queue, id);
+        if self.recycle(&path, &id.to_string()) {
+            return Ok(());
+        }
         fs::remove_file(&path).map_err(Error::io("remove", &path))
     }
 }

@@ -269,3 +269,73 @@ fn commit_batch_fails_one_message_without_harming_the_others() {
     );
     assert!(names(&spool.dir(Area::Tmp)).is_empty());
 }
+
+#[test]
+fn removed_queue_files_are_emptied_and_reused() {
+    use std::os::unix::fs::MetadataExt as _;
+    let (_dir, spool) = spool();
+    let env = envelope();
+    let src = local();
+    let first: [&[u8]; 1] = [b"first message, rather long\r\n"];
+    let id = QueueId::generate();
+    let msg = Message {
+        id,
+        arrival: UNIX_EPOCH,
+        source: &src,
+        envelope: &env,
+        content: &first,
+    };
+    let path = spool.commit(&msg).unwrap();
+    let inode = fs::metadata(&path).unwrap().ino();
+    spool.remove(id).unwrap();
+    assert!(!path.exists());
+    let free = names(&spool.dir(Area::Tmp));
+    assert_eq!(free, [format!("free.{id}")]);
+    assert_eq!(
+        fs::metadata(spool.dir(Area::Tmp).join(&free[0]))
+            .unwrap()
+            .len(),
+        0,
+        "no mail left behind"
+    );
+    // The next commit takes that file: same inode, exact new bytes.
+    let second: [&[u8]; 1] = [b"2nd\r\n"];
+    let id2 = QueueId::generate();
+    let msg2 = Message {
+        id: id2,
+        arrival: UNIX_EPOCH,
+        source: &src,
+        envelope: &env,
+        content: &second,
+    };
+    let path2 = spool.commit(&msg2).unwrap();
+    assert_eq!(fs::metadata(&path2).unwrap().ino(), inode);
+    assert_eq!(fs::read(&path2).unwrap(), encode(&msg2));
+    assert!(names(&spool.dir(Area::Tmp)).is_empty());
+}
+
+#[test]
+fn trim_keeps_at_most_the_given_number_of_emptied_files() {
+    let (_dir, spool) = spool();
+    let env = envelope();
+    let src = local();
+    let content: [&[u8]; 1] = [b"x\r\n"];
+    let ids: Vec<QueueId> = (0..5).map(|_| QueueId::generate()).collect();
+    for id in &ids {
+        spool
+            .commit(&Message {
+                id: *id,
+                arrival: UNIX_EPOCH,
+                source: &src,
+                envelope: &env,
+                content: &content,
+            })
+            .unwrap();
+    }
+    for id in &ids {
+        spool.remove(*id).unwrap();
+    }
+    assert_eq!(names(&spool.dir(Area::Tmp)).len(), 5);
+    assert_eq!(spool.trim_free(2), 3);
+    assert_eq!(names(&spool.dir(Area::Tmp)).len(), 2);
+}
