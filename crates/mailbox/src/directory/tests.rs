@@ -1,3 +1,4 @@
+//! Unit tests of `directory`.
 use std::collections::HashMap;
 use std::io::Write as _;
 

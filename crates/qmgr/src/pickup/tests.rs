@@ -1,3 +1,4 @@
+//! Unit tests of `pickup`.
 use sluice_proto::envelope::Recipient;
 
 use super::*;

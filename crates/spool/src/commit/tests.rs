@@ -1,3 +1,4 @@
+//! Unit tests of `commit`.
 use super::*;
 use crate::queue_file::{decode, encode, Source};
 use crate::queue_id::QueueId;

@@ -1,3 +1,4 @@
+//! Unit tests of `queue_file`.
 use super::*;
 use proptest::prelude::*;
 use sluice_proto::envelope::{BodyType, Notify, Protocol, Recipient, Ret};

@@ -1,3 +1,4 @@
+//! Unit tests of `spool`.
 use super::*;
 use crate::queue_file::{encode, Message, Source};
 use sluice_proto::envelope::Envelope;
