@@ -82,3 +82,28 @@ fn start_status_stop() {
     let (code, _, _) = sluice(&instance, &["status"]);
     assert_eq!(code, 3);
 }
+
+#[test]
+fn check_names_a_broken_aliases_line() {
+    let mut instance = Instance::new("");
+    let aliases = instance.path().join("aliases");
+    std::fs::write(
+        &aliases,
+        "postmaster: root\nthis line has no colon\nteam: a@x.test\n",
+    )
+    .expect("write");
+    let config = std::fs::read_to_string(&instance.config_path).expect("config");
+    let config = config.replacen(
+        "(\n",
+        &format!("(\n    local: ( aliases: {aliases:?} ),\n"),
+        1,
+    );
+    std::fs::write(&instance.config_path, config).expect("write");
+    instance.start();
+    let (code, _, stderr) = sluice(&instance, &["check"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:", aliases.display())),
+        "{stderr}"
+    );
+}

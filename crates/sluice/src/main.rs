@@ -7,8 +7,9 @@
 //! # Description
 //! - `check` validates the configuration (every error names the file, the
 //!   line and the key), the spool's directories and their permissions, the
-//!   run directory, the daemon programs and the unprivileged user, and says
-//!   what is wrong. `--print` shows the effective configuration, defaults
+//!   run directory, the daemon programs, the unprivileged user, and the
+//!   aliases file and virtual map (each bad line by file and line), and
+//!   says what is wrong. `--print` shows the effective configuration, defaults
 //!   filled in.
 //! - `start` checks, then starts `sluice-master` in the background and waits
 //!   until it has bound its sockets. It logs to syslog when the configured
@@ -128,6 +129,10 @@ fn check(path: &Path, config: &Config, print: bool) -> Result<(), String> {
     }
     let spool = sluice_spool::Spool::new(&config.spool_dir);
     problems.extend(spool.check_layout());
+    // Bad lines of the aliases file and the virtual map (each names its
+    // file and line); the daemons skip them and deliver the rest.
+    let recipients = sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(config));
+    problems.extend(recipients.problems());
     if !config.run_dir.is_dir() {
         problems.push(format!(
             "run_dir {}: missing (sluice-master creates it at start)",
