@@ -356,7 +356,7 @@ impl Printer<'_> {
             QueueName::Deferred | QueueName::Incoming => ' ',
         };
         let sender = if entry.sender.is_empty() {
-            "MAILER-DAEMON".to_owned()
+            std::borrow::Cow::Borrowed("MAILER-DAEMON")
         } else {
             printable(&entry.sender)
         };
@@ -421,10 +421,17 @@ impl Printer<'_> {
 }
 
 /// Text from peers made safe for a terminal: control characters become `?`.
-pub(crate) fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Borrowed when there is nothing to replace (nearly always: the listing
+/// of 100,000 messages spends its time here otherwise).
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
