@@ -494,3 +494,61 @@ pub fn message(subject: &str, body_lines: &[&str]) -> Vec<u8> {
     }
     m.into_bytes()
 }
+
+/// Whether the tests run as root (and so may create users and switch to
+/// them).
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A throwaway system user with a home under `base`, for tests of
+/// delivery as a mailbox owner (root only); removed on drop.
+pub struct TestUser {
+    /// The login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its home directory (created).
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    /// Creates the user `sl<pid><tag>` with its home in `base`.
+    pub fn new(tag: &str, base: &Path) -> TestUser {
+        let name = format!("sl{}{tag}", std::process::id() % 100_000);
+        let home = base.join(&name);
+        let status = Command::new("useradd")
+            .args(["-m", "-U", "-s", "/usr/sbin/nologin", "-d"])
+            .arg(&home)
+            .arg(&name)
+            .stdout(Stdio::null())
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+        let user = nix::unistd::User::from_name(&name)
+            .expect("getpwnam")
+            .expect("the new user");
+        TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home,
+        }
+    }
+
+    /// `name@local.test`, the local domain of the local delivery tests.
+    pub fn address(&self) -> String {
+        format!("{}@local.test", self.name)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status();
+    }
+}

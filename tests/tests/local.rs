@@ -10,58 +10,10 @@
 //! and the agent's user switch).
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use sluice_e2e::sink::Sink;
-use sluice_e2e::{message, send_with_python, wait_for, Instance, Mail, Raw};
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
-/// A throwaway system user with a home under `base`; removed on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    home: PathBuf,
-}
-
-impl TestUser {
-    fn new(tag: &str, base: &Path) -> TestUser {
-        let name = format!("se{}{tag}", std::process::id() % 100_000);
-        let home = base.join(&name);
-        let status = Command::new("useradd")
-            .args(["-m", "-U", "-s", "/usr/sbin/nologin", "-d"])
-            .arg(&home)
-            .arg(&name)
-            .stdout(Stdio::null())
-            .status()
-            .expect("useradd");
-        assert!(status.success(), "useradd {name}");
-        let user = nix::unistd::User::from_name(&name)
-            .expect("getpwnam")
-            .expect("the new user");
-        TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            home,
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("{}@local.test", self.name)
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .arg(&self.name)
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+use sluice_e2e::{is_root, message, send_with_python, wait_for, Instance, Mail, Raw, TestUser};
 
 /// A directory for homes, maps and mailboxes, traversable by the users.
 fn base_dir() -> tempfile::TempDir {

@@ -15,9 +15,10 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
+use sluice_e2e::{is_root, TestUser};
 use sluice_ipc::delivery::{
     self, AgentMessage, Job, JobRecipient, JobResult, Outcome, QmgrMessage, RecipientResult,
     Transport,
@@ -35,50 +36,6 @@ fn as_lf(content: &[u8]) -> Vec<u8> {
         .unwrap()
         .replace("\r\n", "\n")
         .into_bytes()
-}
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
-/// A throwaway system user with a home under the test's directory;
-/// removed on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-impl TestUser {
-    fn new(tag: &str, base: &Path) -> TestUser {
-        let name = format!("sl{}{tag}", std::process::id() % 100_000);
-        let home = base.join(&name);
-        let status = Command::new("useradd")
-            .args(["-m", "-U", "-s", "/usr/sbin/nologin", "-d"])
-            .arg(&home)
-            .arg(&name)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "useradd {name}");
-        let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home,
-        }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .arg(&self.name)
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// Kills the agent if the test fails half-way.
