@@ -43,6 +43,26 @@ pub struct Notify {
     pub delay: bool,
 }
 
+impl std::fmt::Display for Notify {
+    /// The parameter's value as RFC 3461 writes it: `SUCCESS,FAILURE,DELAY`
+    /// (those set, in that order) or `NEVER`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words = [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ];
+        let mut set = words.iter().filter(|(on, _)| *on).map(|(_, w)| *w);
+        match set.next() {
+            None => f.write_str("NEVER"),
+            Some(first) => {
+                f.write_str(first)?;
+                set.try_for_each(|w| write!(f, ",{w}"))
+            }
+        }
+    }
+}
+
 /// One accepted recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {

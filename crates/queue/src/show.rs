@@ -24,7 +24,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use rusqlite::{Connection, OptionalExtension as _};
-use sluice_proto::envelope::{BodyType, Notify, Recipient, Ret};
+use sluice_proto::envelope::{BodyType, Recipient, Ret};
 use sluice_spool::{Area, QueueFile, QueueId, Source, Spool};
 
 use crate::listing::{printable, queue_name_of};
@@ -201,7 +201,7 @@ pub(crate) fn write_show(
         let mut line = format!("  <{}>", printable(address));
         if let Some(r) = from_file {
             if let Some(notify) = r.notify {
-                line.push_str(&format!(" NOTIFY={}", notify_text(notify)));
+                line.push_str(&format!(" NOTIFY={}", notify));
             }
             if let Some(orcpt) = &r.orcpt {
                 line.push_str(&format!(" ORCPT={}", printable(orcpt)));
@@ -279,24 +279,6 @@ fn client_line(source: &Source) -> String {
     }
 }
 
-fn notify_text(n: Notify) -> String {
-    let mut parts = Vec::new();
-    if n.success {
-        parts.push("SUCCESS");
-    }
-    if n.failure {
-        parts.push("FAILURE");
-    }
-    if n.delay {
-        parts.push("DELAY");
-    }
-    if parts.is_empty() {
-        "NEVER".to_owned()
-    } else {
-        parts.join(",")
-    }
-}
-
 /// The header section: every line up to the first empty one, CR dropped,
 /// control characters other than tab replaced.
 fn write_headers(content: &[u8], out: &mut dyn Write) -> io::Result<()> {
@@ -318,7 +300,7 @@ fn write_headers(content: &[u8], out: &mut dyn Write) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::testdb::{self, Fixture};
-    use sluice_proto::envelope::{Client, Envelope, Protocol};
+    use sluice_proto::envelope::{Client, Envelope, Notify, Protocol};
     use std::time::{Duration, UNIX_EPOCH};
     use time::UtcOffset;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::envelope::Recipient;
+use crate::envelope::{BodyType, Notify, Recipient, Ret};
 use crate::server;
 
 /// The only clock read: a base instant, moved by hand from there.

@@ -63,6 +63,11 @@
 //!   says so: the driver delivers it again on a new connection, since
 //!   nothing of it was sent.
 //!
+//! The tree: [`params`] (what a delivery is given), [`reply`] (reading
+//! server replies), [`extensions`] (the EHLO keywords), [`transaction`]
+//! (MAIL and RCPT), [`outcome`] (each recipient's fate); AUTH comes as a
+//! module of its own beside them.
+//!
 //! # Must never
 //! Report a recipient delivered without a 2xx reply to the end of the
 //! content; report a recipient twice or not at all ([`Output::Done`] comes
@@ -79,207 +84,28 @@
 //! # Errors
 //! Server errors become outcomes; nothing here panics on any input.
 
+mod extensions;
+mod outcome;
+mod params;
+mod reply;
+mod transaction;
+
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::address::encode_xtext;
-use crate::data::Stuffer;
-use crate::envelope::{BodyType, Envelope, Notify, Ret};
-use crate::reply::{Enhanced, Reply};
+pub use extensions::Extensions;
+pub use outcome::{RcptOutcome, Status};
+pub use params::{Params, Protocol, Timeouts, Tls};
+pub use reply::{MAX_REPLY_LINE, MAX_REPLY_LINES};
 
-/// Longest reply line kept, in bytes; the rest of a longer line is skipped.
-pub const MAX_REPLY_LINE: usize = 4096;
-/// Most lines kept of one multi-line reply; later lines are read and dropped.
-pub const MAX_REPLY_LINES: usize = 100;
+use crate::data::Stuffer;
+use crate::envelope::Envelope;
+use crate::reply::{Enhanced, Reply};
+use outcome::Verdict;
+use reply::{make_reply, parse_line, LineReader, Partial};
+
 /// The content is stuffed in chunks of at most this many bytes.
 pub const CONTENT_CHUNK: usize = 64 * 1024;
-
-/// How long to wait at each step (RFC 5321 4.5.3.2 gives the minimums that
-/// are the defaults here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// For the `220` greeting. Default 5 min.
-    pub greeting: Duration,
-    /// For the reply to EHLO or HELO. Default 5 min.
-    pub helo: Duration,
-    /// For the reply to MAIL. Default 5 min.
-    pub mail: Duration,
-    /// For the reply to each RCPT. Default 5 min.
-    pub rcpt: Duration,
-    /// For the `354` to DATA. Default 2 min.
-    pub data_init: Duration,
-    /// For the driver to get each content chunk out. Default 3 min.
-    pub data_block: Duration,
-    /// For the reply after the content. Default 10 min.
-    pub data_done: Duration,
-    /// For the reply to QUIT. Default 5 min.
-    pub quit: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        let min = |m: u64| Duration::from_secs(m * 60);
-        Timeouts {
-            greeting: min(5),
-            helo: min(5),
-            mail: min(5),
-            rcpt: min(5),
-            data_init: min(2),
-            data_block: min(3),
-            data_done: min(10),
-            quit: min(5),
-        }
-    }
-}
-
-impl Timeouts {
-    /// The same timeout for every step.
-    pub fn uniform(d: Duration) -> Self {
-        Timeouts {
-            greeting: d,
-            helo: d,
-            mail: d,
-            rcpt: d,
-            data_init: d,
-            data_block: d,
-            data_done: d,
-            quit: d,
-        }
-    }
-}
-
-/// What one delivery needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    /// The name given in EHLO/HELO.
-    pub helo_name: String,
-    /// Sender, recipients and their ESMTP parameters, BODY, SMTPUTF8, RET,
-    /// ENVID (its `declared_size` is ignored: `message_size` is sent).
-    pub envelope: Envelope,
-    /// The length of the content in bytes, for SIZE=.
-    pub message_size: u64,
-    /// Per-step timeouts.
-    pub timeouts: Timeouts,
-    /// SMTP or LMTP.
-    pub protocol: Protocol,
-    /// Whether to ask for STARTTLS.
-    pub tls: Tls,
-    /// Go idle instead of sending QUIT once the message is done, for
-    /// [`Session::next_message`].
-    pub keep_open: bool,
-}
-
-/// SMTP or LMTP (RFC 2033).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// EHLO (HELO fallback); one reply after the content.
-    #[default]
-    Smtp,
-    /// LHLO; one reply per accepted recipient after the content.
-    Lmtp,
-}
-
-/// Whether the session asks for STARTTLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Tls {
-    /// Never.
-    #[default]
-    Off,
-    /// When offered; plain text otherwise.
-    Opportunistic,
-    /// Always: not offered or refused defers every recipient `4.7.4`.
-    Required,
-}
-
-/// The service extensions a server offered in its EHLO reply.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extensions {
-    /// PIPELINING (RFC 2920).
-    pub pipelining: bool,
-    /// SIZE, with its limit (`Some(0)`: offered without a limit).
-    pub size: Option<u64>,
-    /// 8BITMIME (RFC 6152).
-    pub eightbitmime: bool,
-    /// SMTPUTF8 (RFC 6531).
-    pub smtputf8: bool,
-    /// DSN (RFC 3461).
-    pub dsn: bool,
-    /// CHUNKING (RFC 3030).
-    pub chunking: bool,
-    /// STARTTLS (RFC 3207).
-    pub starttls: bool,
-    /// ENHANCEDSTATUSCODES (RFC 2034).
-    pub enhanced_status_codes: bool,
-}
-
-impl Extensions {
-    /// Reads the keyword lines of an EHLO reply (the first line is the
-    /// server's name and is skipped). Unknown keywords are ignored.
-    pub fn parse(lines: &[String]) -> Self {
-        let mut ext = Extensions::default();
-        for line in lines.iter().skip(1) {
-            let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else {
-                continue;
-            };
-            match keyword.to_ascii_uppercase().as_str() {
-                "PIPELINING" => ext.pipelining = true,
-                "SIZE" => {
-                    ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
-                }
-                "8BITMIME" => ext.eightbitmime = true,
-                "SMTPUTF8" => ext.smtputf8 = true,
-                "DSN" => ext.dsn = true,
-                "CHUNKING" => ext.chunking = true,
-                "STARTTLS" => ext.starttls = true,
-                "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
-                _ => {}
-            }
-        }
-        ext
-    }
-}
-
-/// The final state of one recipient (the log's `status=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// The server accepted the message for it.
-    Delivered,
-    /// Try again later.
-    Deferred,
-    /// Failed for good.
-    Bounced,
-}
-
-/// What happened to one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RcptOutcome {
-    /// Its position in [`Params::envelope`]'s recipients.
-    pub index: usize,
-    /// Delivered, deferred or bounced.
-    pub status: Status,
-    /// The enhanced status code, always of the class of `status`.
-    pub dsn: Enhanced,
-    /// The reply that decided it. When `remote` is false it was made here
-    /// (timeout, lost connection, refusal before sending) and its code is
-    /// only the class.
-    pub reply: Reply,
-    /// The reply came from the server.
-    pub remote: bool,
-}
-
-impl RcptOutcome {
-    /// The reason as the log shows it: the server's reply on one line
-    /// (`550 5.1.1 <x@y>: unknown user`), or the local reason's text.
-    pub fn text(&self) -> String {
-        if self.remote {
-            self.reply.to_string()
-        } else {
-            self.reply.lines.join(" ")
-        }
-    }
-}
 
 /// What the session produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,140 +190,12 @@ enum State {
     Closed,
 }
 
-/// Reads reply lines from any split of the input, bounded in memory.
-#[derive(Debug, Default)]
-struct LineReader {
-    line: Vec<u8>,
-    /// The current line is over [`MAX_REPLY_LINE`]: its rest is dropped.
-    overlong: bool,
-}
-
-impl LineReader {
-    /// Feeds bytes; calls `f` with each complete line (CRLF or LF removed).
-    /// Stops early when `f` returns false and returns the unread rest's
-    /// offset.
-    fn feed(&mut self, bytes: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> usize {
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == b'\n' {
-                if self.line.last() == Some(&b'\r') {
-                    self.line.pop();
-                }
-                let go_on = f(&self.line);
-                self.line.clear();
-                self.overlong = false;
-                if !go_on {
-                    return i + 1;
-                }
-            } else if self.line.len() < MAX_REPLY_LINE {
-                self.line.push(b);
-            } else {
-                self.overlong = true;
-            }
-        }
-        bytes.len()
-    }
-}
-
-/// A reply being collected from its lines.
-#[derive(Debug, Default)]
-struct Partial {
-    code: Option<u16>,
-    lines: Vec<String>,
-}
-
-/// One reply line: `(code, is_last, text)`, or `None` if malformed.
-fn parse_line(line: &[u8]) -> Option<(u16, bool, String)> {
-    let digits = line.get(..3)?;
-    if !(b'2'..=b'5').contains(&digits[0]) || !digits[1..].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let code = digits
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    let (last, text) = match line.get(3) {
-        None => (true, &[][..]),
-        Some(b' ') => (true, &line[4..]),
-        Some(b'-') => (false, &line[4..]),
-        Some(_) => return None,
-    };
-    Some((code, last, String::from_utf8_lossy(text).into_owned()))
-}
-
-/// Splits a leading enhanced status code of the reply's class off `text`.
-fn split_enhanced(code: u16, text: &str) -> Option<(Enhanced, String)> {
-    let (word, rest) = match text.split_once(' ') {
-        Some((w, r)) => (w, r),
-        None => (text, ""),
-    };
-    let mut parts = word.split('.');
-    let class: u8 = parts.next()?.parse().ok()?;
-    let subject: u16 = parts.next()?.parse().ok()?;
-    let detail: u16 = parts.next()?.parse().ok()?;
-    let class_of_code = u8::try_from(code / 100).ok()?;
-    if parts.next().is_some() || class != class_of_code || subject > 999 || detail > 999 {
-        return None;
-    }
-    Some((Enhanced::new(class, subject, detail), rest.to_string()))
-}
-
-/// Builds the reply: the enhanced code is taken from the first line and
-/// removed from every line that repeats it.
-fn make_reply(code: u16, lines: Vec<String>) -> Reply {
-    let enhanced = lines.first().and_then(|l| split_enhanced(code, l));
-    let Some((e, _)) = enhanced else {
-        return Reply::multiline(code, None, &lines);
-    };
-    let lines: Vec<String> = lines
-        .into_iter()
-        .map(|l| match split_enhanced(code, &l) {
-            Some((same, rest)) if same == e => rest,
-            _ => l,
-        })
-        .collect();
-    Reply::multiline(code, Some(e), &lines)
-}
-
-/// The reply's enhanced code, else one derived from its class.
-fn dsn_of(reply: &Reply) -> Enhanced {
-    reply.enhanced.unwrap_or(match reply.code / 100 {
-        2 => Enhanced::new(2, 0, 0),
-        5 => Enhanced::new(5, 0, 0),
-        _ => Enhanced::new(4, 0, 0),
-    })
-}
-
-/// How a reply answers the command it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Ok,
-    Temp,
-    Perm,
-}
-
 fn verdict(expect: Expect, code: u16) -> Verdict {
     let wanted = if expect == Expect::Data { 3 } else { 2 };
     match code / 100 {
         c if c == wanted => Verdict::Ok,
         5 => Verdict::Perm,
         _ => Verdict::Temp,
-    }
-}
-
-fn notify_value(n: Notify) -> String {
-    let mut words = Vec::new();
-    if n.success {
-        words.push("SUCCESS");
-    }
-    if n.failure {
-        words.push("FAILURE");
-    }
-    if n.delay {
-        words.push("DELAY");
-    }
-    if words.is_empty() {
-        "NEVER".to_string()
-    } else {
-        words.join(",")
     }
 }
 
@@ -592,11 +290,7 @@ impl Session {
         if self.in_reset() {
             return self.reset_fail();
         }
-        let stage = match (&self.state, self.expect.front()) {
-            (State::Content(_), _) => "sending message body",
-            (_, Some(e)) => e.stage(),
-            (_, None) => "sending commands",
-        };
+        let stage = self.stage();
         let warn = if self.content_sent && self.expect.front() == Some(&Expect::DataDone) {
             " -- message may be sent more than once"
         } else {
@@ -616,11 +310,7 @@ impl Session {
         if self.in_reset() {
             return self.reset_fail();
         }
-        let stage = match (&self.state, self.expect.front()) {
-            (State::Content(_), _) => "sending message body",
-            (_, Some(e)) => e.stage(),
-            (_, None) => "sending commands",
-        };
+        let stage = self.stage();
         let text = format!("lost connection while {stage}");
         self.fail_open(Enhanced::new(4, 4, 2), &text);
         self.close();
@@ -769,6 +459,15 @@ impl Session {
             Protocol::Lmtp => "LHLO",
         };
         format!("{verb} {}\r\n", self.params.helo_name)
+    }
+
+    /// Postfix's "while ..." wording for the step in progress.
+    fn stage(&self) -> &'static str {
+        match (&self.state, self.expect.front()) {
+            (State::Content(_), _) => "sending message body",
+            (_, Some(e)) => e.stage(),
+            (_, None) => "sending commands",
+        }
     }
 
     fn in_reset(&self) -> bool {
@@ -978,156 +677,12 @@ impl Session {
         self.out.push_back(Output::Done(outcomes));
     }
 
-    fn start_transaction(&mut self, now: Instant) {
-        if self.outcomes.iter().all(Option::is_some) {
-            return; // no recipient: straight to QUIT
-        }
-        let ext = self.extensions.clone().unwrap_or_default();
-        let env = &self.params.envelope;
-        if env.smtputf8 && !ext.smtputf8 {
-            let text = "SMTPUTF8 is required, but was not offered by the host";
-            return self.fail_open_local(Enhanced::new(5, 6, 7), 550, text);
-        }
-        if let Some(limit) = ext.size.filter(|&n| n > 0) {
-            if self.params.message_size > limit {
-                let text = format!(
-                    "message size {} exceeds size limit {} of server",
-                    self.params.message_size, limit
-                );
-                return self.fail_open_local(Enhanced::new(5, 3, 4), 552, &text);
-            }
-        }
-        let mut mail = format!("MAIL FROM:<{}>", env.sender);
-        if ext.size.is_some() {
-            let _ = write!(mail, " SIZE={}", self.params.message_size);
-        }
-        if env.body != BodyType::SevenBit && ext.eightbitmime {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if env.smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        if ext.dsn {
-            match env.ret {
-                Some(Ret::Full) => mail.push_str(" RET=FULL"),
-                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
-                None => {}
-            }
-            if let Some(envid) = &env.envid {
-                let _ = write!(mail, " ENVID={}", encode_xtext(envid));
-            }
-        }
-        mail.push_str("\r\n");
-        if self.pipelining {
-            // RFC 2920 3.1: MAIL, RCPT... and DATA (which ends the group)
-            // in one write.
-            let mut batch = mail.into_bytes();
-            self.deadline = now + self.params.timeouts.mail;
-            self.expect.push_back(Expect::Mail);
-            for i in 0..self.outcomes.len() {
-                batch.extend_from_slice(self.rcpt_command(i).as_bytes());
-                self.expect.push_back(Expect::Rcpt(i));
-            }
-            batch.extend_from_slice(b"DATA\r\n");
-            self.expect.push_back(Expect::Data);
-            self.out.push_back(Output::Send(batch));
-        } else {
-            self.send_command(mail, Expect::Mail, now);
-        }
-    }
-
-    fn rcpt_command(&self, i: usize) -> String {
-        let dsn = self.extensions.as_ref().is_some_and(|e| e.dsn);
-        let Some(r) = self.params.envelope.recipients.get(i) else {
-            return String::new();
-        };
-        let mut cmd = format!("RCPT TO:<{}>", r.address);
-        if dsn {
-            if let Some(n) = r.notify {
-                let _ = write!(cmd, " NOTIFY={}", notify_value(n));
-            }
-            if let Some(orcpt) = &r.orcpt {
-                let _ = write!(cmd, " ORCPT={}", encode_orcpt(orcpt));
-            }
-        }
-        cmd.push_str("\r\n");
-        cmd
-    }
-
-    fn send_rcpt(&mut self, i: usize, now: Instant) {
-        let cmd = self.rcpt_command(i);
-        self.send_command(cmd, Expect::Rcpt(i), now);
-    }
-
     fn send_command(&mut self, cmd: String, expect: Expect, now: Instant) {
         if self.expect.is_empty() {
             self.deadline = now + expect.timeout(&self.params.timeouts);
         }
         self.expect.push_back(expect);
         self.out.push_back(Output::Send(cmd.into_bytes()));
-    }
-
-    /// Accepted recipients still waiting for the content's reply.
-    fn open_accepted(&self) -> Vec<usize> {
-        (0..self.outcomes.len())
-            .filter(|&i| self.accepted[i] && self.outcomes[i].is_none())
-            .collect()
-    }
-
-    fn finish(&mut self, i: usize, reply: &Reply, v: Verdict, remote: bool) {
-        let Some(slot) = self.outcomes.get_mut(i) else {
-            return;
-        };
-        if slot.is_some() {
-            return;
-        }
-        let (status, class) = match v {
-            Verdict::Ok => (Status::Delivered, 2),
-            Verdict::Temp => (Status::Deferred, 4),
-            Verdict::Perm => (Status::Bounced, 5),
-        };
-        let mut dsn = dsn_of(reply);
-        if dsn.class != class {
-            dsn = Enhanced::new(class, dsn.subject, dsn.detail);
-        }
-        *slot = Some(RcptOutcome {
-            index: i,
-            status,
-            dsn,
-            reply: reply.clone(),
-            remote,
-        });
-    }
-
-    /// Every open recipient gets this server reply.
-    fn fail_open_with(&mut self, reply: &Reply, v: Verdict) {
-        for i in 0..self.outcomes.len() {
-            self.finish(i, reply, v, true);
-        }
-    }
-
-    /// The greeting or HELO/EHLO was refused: deferred, whatever the class.
-    fn fail_session(&mut self, reply: &Reply) {
-        self.broken = true;
-        self.fail_open_with(reply, Verdict::Temp);
-    }
-
-    /// Every open recipient gets a local reason.
-    fn fail_open_local(&mut self, dsn: Enhanced, code: u16, text: &str) {
-        let reply = Reply::new(code, Some(dsn), text);
-        let v = if dsn.class == 5 {
-            Verdict::Perm
-        } else {
-            Verdict::Temp
-        };
-        for i in 0..self.outcomes.len() {
-            self.finish(i, &reply, v, false);
-        }
-    }
-
-    /// Timeouts and lost connections: every open recipient deferred.
-    fn fail_open(&mut self, dsn: Enhanced, text: &str) {
-        self.fail_open_local(dsn, 451, text);
     }
 
     fn protocol_error(&mut self, line: &[u8]) {
@@ -1161,15 +716,6 @@ impl Session {
         self.state = State::Closed;
         self.expect.clear();
         self.out.push_back(Output::Close);
-    }
-}
-
-/// ORCPT as stored (`addr-type;address`, decoded) back to its wire form:
-/// the type as is, the address in xtext (RFC 3461 4.2).
-fn encode_orcpt(orcpt: &str) -> String {
-    match orcpt.split_once(';') {
-        Some((kind, addr)) => format!("{kind};{}", encode_xtext(addr)),
-        None => format!("rfc822;{}", encode_xtext(orcpt)),
     }
 }
 
