@@ -397,15 +397,9 @@ impl<S: System> Directory<S> {
         &self.settings
     }
 
-    /// Is `domain` (lower case) one of the local domains?
+    /// Is `domain` one of the local domains?
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.settings
-            .local_domains
-            .iter()
-            .any(|entry| match entry.strip_prefix('.') {
-                Some(parent) => domain.len() > parent.len() && domain.ends_with(entry.as_str()),
-                None => entry == domain,
-            })
+        sluice_proto::domain::is_in_list(&self.settings.local_domains, domain)
     }
 
     /// The files as they are now, re-read if they changed.

@@ -24,6 +24,7 @@
 pub mod address;
 pub mod client;
 pub mod data;
+pub mod domain;
 pub mod envelope;
 pub mod received;
 pub mod reply;

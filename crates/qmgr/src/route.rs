@@ -31,13 +31,6 @@ pub(crate) fn domain_of(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn domain_matches(list: &[String], domain: &str) -> bool {
-    list.iter().any(|entry| match entry.strip_prefix('.') {
-        Some(parent) => domain.len() > parent.len() && domain.ends_with(entry.as_str()),
-        None => entry == domain,
-    })
-}
-
 /// Resolves one recipient. An address without a domain (`<postmaster>`,
 /// RFC 5321 4.5.1) is local.
 pub(crate) fn resolve(config: &Config, address: &str) -> Route {
@@ -64,7 +57,7 @@ pub(crate) fn resolve(config: &Config, address: &str) -> Route {
         }
         parent = rest;
     }
-    if domain_matches(&config.local_domains, &domain) {
+    if sluice_proto::domain::is_in_list(&config.local_domains, &domain) {
         return Route {
             domain: domain.clone(),
             transport: LOCAL,

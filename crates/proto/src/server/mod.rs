@@ -122,17 +122,6 @@ pub struct Session {
     shutdown_pending: bool,
 }
 
-fn domain_matches(list: &[String], domain: &str) -> bool {
-    let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    list.iter().any(|entry| {
-        let e = entry.trim_end_matches('.').to_ascii_lowercase();
-        match e.strip_prefix('.') {
-            Some(parent) => d.len() > parent.len() + 1 && d.ends_with(&e) && !parent.is_empty(),
-            None => d == e,
-        }
-    })
-}
-
 impl Session {
     /// A new session; queues the `220` greeting.
     pub fn new(config: Arc<Config>, peer: Peer, now: Instant) -> Self {

@@ -248,14 +248,3 @@ fn stats_count_each_command_and_its_failures() {
     assert_eq!(s.command_stats().get("rcpt"), Some((1, 2)));
     assert_eq!(s.stage(), "QUIT");
 }
-
-#[test]
-fn domain_matching() {
-    let list = vec!["example.org".to_string(), ".sub.example".to_string()];
-    assert!(domain_matches(&list, "EXAMPLE.org"));
-    assert!(domain_matches(&list, "example.org."));
-    assert!(domain_matches(&list, "a.sub.example"));
-    assert!(!domain_matches(&list, "sub.example"));
-    assert!(!domain_matches(&list, "xsub.example"));
-    assert!(!domain_matches(&list, "a.example.org"));
-}

@@ -14,10 +14,10 @@ use std::time::Instant;
 use super::command::{self, Verb};
 use super::content::{Content, Framing};
 use super::{
-    domain_matches, strip_keyword, Ask, BareNewline, Commit, Event, Output, Pending, Session,
-    State, Transaction,
+    strip_keyword, Ask, BareNewline, Commit, Event, Output, Pending, Session, State, Transaction,
 };
 use crate::address::{self, Domain, Path};
+use crate::domain::is_in_list;
 use crate::envelope::{BodyType, Client, Envelope, Recipient};
 use crate::reply;
 
@@ -107,8 +107,8 @@ impl Session {
                         && match &mailbox.domain {
                             Domain::Literal(_) => false,
                             Domain::Name(d) => {
-                                domain_matches(&self.config.local_domains, d)
-                                    || domain_matches(&self.config.relay_domains, d)
+                                is_in_list(&self.config.local_domains, d)
+                                    || is_in_list(&self.config.relay_domains, d)
                             }
                         });
                 if !mailbox.is_ascii() && !smtputf8 {
@@ -116,7 +116,7 @@ impl Session {
                     return self.reject(v, &r, Some(mailbox.address()), now);
                 }
                 let local = matches!(&mailbox.domain,
-                    Domain::Name(d) if domain_matches(&self.config.local_domains, d));
+                    Domain::Name(d) if is_in_list(&self.config.local_domains, d));
                 (mailbox.address(), allowed, local)
             }
             _ => ("postmaster".to_string(), true, true),
@@ -368,7 +368,7 @@ impl Session {
             return self.finish_command(v, &reply::syntax("ETRN domain"), true, now);
         }
         let domain = domain.to_ascii_lowercase();
-        if !domain_matches(&self.config.relay_domains, &domain) {
+        if !is_in_list(&self.config.relay_domains, &domain) {
             return self.finish_command(v, &reply::etrn_not_allowed(&domain), true, now);
         }
         self.state = State::Pending(Pending::Etrn);
