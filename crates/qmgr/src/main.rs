@@ -50,7 +50,6 @@
 #![forbid(unsafe_code)]
 
 mod bounce;
-mod index;
 mod pickup;
 mod queue;
 mod retry;

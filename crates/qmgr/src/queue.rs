@@ -22,9 +22,9 @@ use sluice_proto::envelope::{BodyType, Envelope, Notify, Recipient};
 use sluice_spool::{Message, QueueFile, QueueId, Source, Spool};
 
 use crate::bounce::{self, Kind, Report};
-use crate::index::{Index, NewMessage, NewRecipient, State, Update};
 use crate::route;
 use crate::scheduler::{Destination, Job, Scheduler};
+use sluice_index::{Index, NewMessage, NewRecipient, State, Update};
 
 /// Most recipients held in the active queue at once (Postfix's
 /// `qmgr_message_active_limit` plays the same part).
@@ -66,7 +66,7 @@ pub(crate) struct Queue {
 impl Queue {
     pub(crate) fn open(config: Config, hostname: String) -> anyhow::Result<Queue> {
         let spool = Spool::new(&config.spool_dir);
-        let index = Index::open(&config.spool_dir.join("index.sqlite"))?;
+        let index = Index::open(&sluice_index::path(&config.spool_dir))?;
         let scheduler = Scheduler::new(
             config.queue.max_concurrency_per_destination,
             config.queue.max_concurrency,
@@ -210,15 +210,16 @@ impl Queue {
         // (message, destination) -> (arrival, recipients)
         let mut groups: BTreeMap<(String, Destination), Group> = BTreeMap::new();
         for d in due {
+            let r = d.recipient;
             let destination = Destination {
-                transport: d.transport,
-                next_hop: d.next_hop,
+                transport: r.transport,
+                next_hop: r.next_hop,
             };
             groups
                 .entry((d.message_id, destination))
                 .or_insert_with(|| (d.arrival_ms, Vec::new()))
                 .1
-                .push((d.index, d.address));
+                .push((r.index, r.address));
         }
         for ((message_id, destination), (arrival, recipients)) in groups {
             let indexes: Vec<u32> = recipients.iter().map(|(i, _)| *i).collect();
@@ -658,7 +659,7 @@ impl Queue {
     /// ETRN: deferred mail for `domain` is due now.
     pub(crate) fn etrn(&mut self, domain: &str) -> anyhow::Result<u64> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let ids = self.index.select(&Target::Domain(domain.clone()))?;
+        let ids = self.index.in_domain(&domain)?;
         self.index.make_due(&ids, Some(&domain), now_ms())?;
         self.scheduler.unsuspend_all();
         Ok(ids.len() as u64)
@@ -666,7 +667,7 @@ impl Queue {
 
     /// An operator's change; returns how many messages it touched.
     pub(crate) fn change(&mut self, action: Action, target: &Target) -> anyhow::Result<u64> {
-        let ids = self.index.select(target)?;
+        let ids = self.select(target)?;
         let now = now_ms();
         match action {
             Action::Flush => {
@@ -716,6 +717,25 @@ impl Queue {
             }
         }
         Ok(ids.len() as u64)
+    }
+
+    /// Message IDs matching an operator's target.
+    fn select(&self, target: &Target) -> anyhow::Result<Vec<String>> {
+        Ok(match target {
+            Target::All => self.index.ids()?.into_iter().collect(),
+            Target::Ids(ids) => {
+                let mut out = Vec::new();
+                for id in ids {
+                    if self.index.contains(id)? {
+                        out.push(id.clone());
+                    }
+                }
+                out
+            }
+            Target::Domain(domain) => self
+                .index
+                .in_domain(domain.trim_end_matches('.').to_ascii_lowercase().as_str())?,
+        })
     }
 
     /// Takes a message's jobs out of the active queue (hold, requeue); its

@@ -86,7 +86,9 @@ use clap::{Args, Parser, Subcommand};
 use sluice_ipc::qmgr::Action;
 use sluice_spool::QueueId;
 
-use crate::listing::{Filter, Format, QueueName};
+use sluice_index::{Filter, QueueName};
+
+use crate::listing::Format;
 use crate::localtime::LocalTime;
 
 /// List, show and change the Sluice mail queue.
@@ -141,7 +143,31 @@ struct ListArgs {
     recipient: Option<String>,
     /// Only messages in this queue.
     #[arg(long, value_enum, value_name = "QUEUE")]
-    state: Option<QueueName>,
+    state: Option<QueueArg>,
+}
+
+/// `--state`: a queue by its Postfix name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QueueArg {
+    /// Being delivered.
+    Active,
+    /// Tried, waiting for the next attempt.
+    Deferred,
+    /// Held by the operator.
+    Hold,
+    /// Not tried yet.
+    Incoming,
+}
+
+impl From<QueueArg> for QueueName {
+    fn from(arg: QueueArg) -> QueueName {
+        match arg {
+            QueueArg::Active => QueueName::Active,
+            QueueArg::Deferred => QueueName::Deferred,
+            QueueArg::Hold => QueueName::Hold,
+            QueueArg::Incoming => QueueName::Incoming,
+        }
+    }
 }
 
 /// Which messages a change applies to.
@@ -250,9 +276,9 @@ fn run(config_path: &Path, command: Command) -> Result<(), Failure> {
         out.flush().map_err(anyhow::Error::from)?;
         return Ok(());
     }
-    let conn = listing::open_index(&config.spool_dir)?;
+    let index = listing::open_index(&config.spool_dir)?;
     if let Some(id) = show_id {
-        show::write_show(&config.spool_dir, conn.as_ref(), id, &mut clock, &mut out)?;
+        show::write_show(&config.spool_dir, index.as_ref(), id, &mut clock, &mut out)?;
         return Ok(());
     }
     let Command::List(args) = command else {
@@ -262,14 +288,14 @@ fn run(config_path: &Path, command: Command) -> Result<(), Failure> {
         domain: args.domain,
         sender: args.sender,
         recipient: args.recipient,
-        state: args.state,
+        state: args.state.map(QueueName::from),
     };
     let format = if args.json {
         Format::Json
     } else {
         Format::Mailq
     };
-    listing::write_listing(conn.as_ref(), &filter, format, &mut clock, &mut out)?;
+    listing::write_listing(index.as_ref(), &filter, format, &mut clock, &mut out)?;
     Ok(())
 }
 

@@ -23,78 +23,18 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::bail;
-use rusqlite::{Connection, OptionalExtension as _};
+use sluice_index::{QueueName, Reader};
 use sluice_proto::envelope::{BodyType, Recipient, Ret};
 use sluice_spool::{Area, QueueFile, QueueId, Source, Spool};
 
-use crate::listing::{printable, queue_name_of};
+use crate::listing::printable;
 use crate::localtime::LocalTime;
-
-/// The index's view of a message.
-struct Indexed {
-    arrival_ms: i64,
-    sender: String,
-    size: i64,
-    hold: bool,
-    recipients: Vec<IndexedRecipient>,
-}
-
-struct IndexedRecipient {
-    idx: u32,
-    address: String,
-    transport: String,
-    next_hop: String,
-    state: String,
-    attempts: u32,
-    next_attempt_ms: i64,
-    last_error: Option<String>,
-}
 
 /// What became of reading the queue file.
 enum File {
     Read(Box<QueueFile>),
     Missing,
     Unreadable(String),
-}
-
-fn read_index(conn: &Connection, id: &str) -> rusqlite::Result<Option<Indexed>> {
-    let Some(mut message) = conn
-        .query_row(
-            "SELECT arrival, sender, size, hold FROM message WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(Indexed {
-                    arrival_ms: r.get(0)?,
-                    sender: r.get(1)?,
-                    size: r.get(2)?,
-                    hold: r.get::<_, i64>(3)? != 0,
-                    recipients: Vec::new(),
-                })
-            },
-        )
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let mut stmt = conn.prepare(
-        "SELECT idx, address, transport, next_hop, state, attempts, next_attempt, last_error
-         FROM recipient WHERE message_id = ?1 ORDER BY idx",
-    )?;
-    message.recipients = stmt
-        .query_map([id], |r| {
-            Ok(IndexedRecipient {
-                idx: r.get(0)?,
-                address: r.get(1)?,
-                transport: r.get(2)?,
-                next_hop: r.get(3)?,
-                state: r.get(4)?,
-                attempts: r.get(5)?,
-                next_attempt_ms: r.get(6)?,
-                last_error: r.get(7)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(message))
 }
 
 fn read_file(spool_dir: &Path, id: QueueId) -> File {
@@ -115,14 +55,14 @@ fn read_file(spool_dir: &Path, id: QueueId) -> File {
 /// Writes everything known about message `id`.
 pub(crate) fn write_show(
     spool_dir: &Path,
-    conn: Option<&Connection>,
+    index: Option<&Reader>,
     id: QueueId,
     clock: &mut LocalTime,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let key = id.to_string();
-    let indexed = match conn {
-        Some(conn) => read_index(conn, &key)?,
+    let indexed = match index {
+        Some(index) => index.message(&key)?,
         None => None,
     };
     let file = read_file(spool_dir, id);
@@ -136,7 +76,7 @@ pub(crate) fn write_show(
 
     writeln!(out, "Queue ID:    {key}")?;
     let queue = match &indexed {
-        Some(m) => match queue_name_of(m.hold, m.recipients.iter().map(|r| r.state.as_str())) {
+        Some(m) => match QueueName::of(m.hold, m.recipients.iter().map(|r| r.state)) {
             Some(name) => name.as_str().to_owned(),
             None => "none (every recipient is done; the message is being removed)".to_owned(),
         },
@@ -186,13 +126,13 @@ pub(crate) fn write_show(
     let count = file_recipients.len().max(
         indexed_recipients
             .iter()
-            .map(|r| r.idx as usize + 1)
+            .map(|r| r.index as usize + 1)
             .max()
             .unwrap_or(0),
     );
     for idx in 0..count {
         let from_file = file_recipients.get(idx);
-        let from_index = indexed_recipients.iter().find(|r| r.idx as usize == idx);
+        let from_index = indexed_recipients.iter().find(|r| r.index as usize == idx);
         let address = match (from_index, from_file) {
             (Some(r), _) => r.address.as_str(),
             (None, Some(r)) => r.address.as_str(),
@@ -212,7 +152,7 @@ pub(crate) fn write_show(
             Some(r) => {
                 let plural = if r.attempts == 1 { "" } else { "s" };
                 let mut status = format!("{}, {} attempt{plural}", r.state, r.attempts);
-                if matches!(r.state.as_str(), "queued" | "deferred") {
+                if r.state.is_waiting() {
                     status.push_str(&format!(", next attempt {}", clock.long(r.next_attempt_ms)));
                 }
                 status.push_str(&format!(
@@ -307,10 +247,10 @@ mod tests {
     fn show(f: &Fixture, id: &str) -> anyhow::Result<String> {
         let mut out = Vec::new();
         let mut clock = LocalTime::fixed(UtcOffset::UTC);
-        let conn = f.reader();
+        let index = f.reader();
         write_show(
             f.spool(),
-            Some(&conn),
+            index.as_ref(),
             id.parse().expect("queue id"),
             &mut clock,
             &mut out,

@@ -1,130 +1,82 @@
-//! `index.sqlite`: the queue manager's index of the spool (SQLite, WAL).
-//!
-//! The queue files are the truth; this is a cache of them plus delivery
-//! progress: which recipients are done, which wait until when, and why.
-//! Times are milliseconds since the Unix epoch.
+//! The queue manager's side: every write to the index, and the queries
+//! that scheduling and the operator's changes need.
 //!
 //! # Must never
-//! Be written by any process but the queue manager, or be trusted over the
-//! queue files: rows whose file is gone are dropped at start, files the
-//! index does not know are imported.
-//!
-//! # Errors
-//! SQLite errors are returned; the queue manager treats them as fatal (it
-//! exits and the master restarts it), because a half-written index is
-//! rebuilt from the files.
+//! Be opened by any process but the queue manager.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension as _};
 
-/// The schema; `user_version` says which one a file has.
-const SCHEMA_VERSION: i64 = 1;
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS message (
-    id           TEXT PRIMARY KEY,
-    arrival      INTEGER NOT NULL,
-    sender       TEXT NOT NULL,
-    size         INTEGER NOT NULL,
-    hold         INTEGER NOT NULL DEFAULT 0,
-    delay_warned INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS recipient (
-    message_id   TEXT NOT NULL REFERENCES message(id) ON DELETE CASCADE,
-    idx          INTEGER NOT NULL,
-    address      TEXT NOT NULL,
-    domain       TEXT NOT NULL,
-    transport    TEXT NOT NULL,
-    next_hop     TEXT NOT NULL,
-    state        TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_attempt INTEGER NOT NULL,
-    last_error   TEXT,
-    PRIMARY KEY (message_id, idx)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS recipient_due ON recipient(state, next_attempt);
-CREATE INDEX IF NOT EXISTS recipient_schedule ON recipient(transport, state, next_attempt);
-CREATE INDEX IF NOT EXISTS recipient_domain ON recipient(domain);
-CREATE INDEX IF NOT EXISTS message_arrival ON message(arrival);
-";
+use crate::{RecipientRow, State};
 
 /// The states of recipients that wait for an attempt.
-const WAITING: [&str; 2] = ["queued", "deferred"];
-
-/// A recipient's state as the queue manager records it after an attempt
-/// (`queued` and `active` are written by [`Index::insert`] and
-/// [`Index::set_active`] themselves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
-    /// Tried, to be tried again at `next_attempt`.
-    Deferred,
-    /// Done: delivered.
-    Delivered,
-    /// Done: bounced (the notice is already queued).
-    Bounced,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Deferred => "deferred",
-            State::Delivered => "delivered",
-            State::Bounced => "bounced",
-        }
-    }
-}
+const WAITING: [State; 2] = [State::Queued, State::Deferred];
 
 /// A message as imported from its queue file.
 #[derive(Debug, Clone)]
-pub(crate) struct NewMessage {
-    pub(crate) id: String,
-    pub(crate) arrival_ms: i64,
-    pub(crate) sender: String,
-    pub(crate) size: u64,
-    pub(crate) recipients: Vec<NewRecipient>,
+pub struct NewMessage {
+    /// The queue ID.
+    pub id: String,
+    /// Arrival, from the queue file.
+    pub arrival_ms: i64,
+    /// The envelope sender (empty for `<>`).
+    pub sender: String,
+    /// Content size in bytes.
+    pub size: u64,
+    /// Its recipients.
+    pub recipients: Vec<NewRecipient>,
 }
 
 /// One recipient and where it goes.
 #[derive(Debug, Clone)]
-pub(crate) struct NewRecipient {
-    pub(crate) index: u32,
-    pub(crate) address: String,
-    pub(crate) domain: String,
-    pub(crate) transport: String,
-    pub(crate) next_hop: String,
+pub struct NewRecipient {
+    /// Position in the queue file's envelope.
+    pub index: u32,
+    /// The address.
+    pub address: String,
+    /// Its domain, lower case, for ETRN and the operator's domain targets.
+    pub domain: String,
+    /// `smtp` or `local`.
+    pub transport: String,
+    /// Where the transport delivers it.
+    pub next_hop: String,
 }
 
 /// A recipient whose next attempt is due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Due {
-    pub(crate) message_id: String,
-    pub(crate) index: u32,
-    pub(crate) address: String,
-    pub(crate) transport: String,
-    pub(crate) next_hop: String,
-    pub(crate) arrival_ms: i64,
-    pub(crate) next_attempt_ms: i64,
-    pub(crate) attempts: u32,
+pub struct Due {
+    /// Its message.
+    pub message_id: String,
+    /// The message's arrival.
+    pub arrival_ms: i64,
+    /// The recipient.
+    pub recipient: RecipientRow,
 }
 
 /// A recipient's new state after an attempt.
 #[derive(Debug, Clone)]
-pub(crate) struct Update<'a> {
-    pub(crate) index: u32,
-    pub(crate) state: State,
-    pub(crate) next_attempt_ms: i64,
-    pub(crate) error: Option<&'a str>,
+pub struct Update<'a> {
+    /// Position in the queue file's envelope.
+    pub index: u32,
+    /// `Deferred`, `Delivered` or `Bounced` (`Queued` and `Active` are
+    /// written by [`Index::insert`] and [`Index::set_active`] themselves).
+    pub state: State,
+    /// When to try again (for `Deferred`).
+    pub next_attempt_ms: i64,
+    /// The reason to record; `None` keeps the last one.
+    pub error: Option<&'a str>,
 }
 
 /// The open index.
-pub(crate) struct Index {
+pub struct Index {
     conn: Connection,
 }
 
 impl Index {
     /// Opens (creating if needed) the index at `path`.
-    pub(crate) fn open(path: &Path) -> rusqlite::Result<Index> {
+    pub fn open(path: &Path) -> rusqlite::Result<Index> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // The files are the truth: losing the last index transactions in a
@@ -133,18 +85,19 @@ impl Index {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version != 0 && version != SCHEMA_VERSION {
+        if version != 0 && version != crate::SCHEMA_VERSION {
             return Err(rusqlite::Error::InvalidParameterName(format!(
-                "index schema version {version}, expected {SCHEMA_VERSION}: delete the index while Sluice is stopped to rebuild it"
+                "index schema version {version}, expected {}: delete the index while Sluice is stopped to rebuild it",
+                crate::SCHEMA_VERSION
             )));
         }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        conn.execute_batch(crate::SCHEMA)?;
+        conn.pragma_update(None, "user_version", crate::SCHEMA_VERSION)?;
         Ok(Index { conn })
     }
 
     /// Queue IDs the index knows.
-    pub(crate) fn ids(&self) -> rusqlite::Result<HashSet<String>> {
+    pub fn ids(&self) -> rusqlite::Result<HashSet<String>> {
         let mut stmt = self.conn.prepare("SELECT id FROM message")?;
         let ids = stmt
             .query_map([], |r| r.get::<_, String>(0))?
@@ -153,7 +106,7 @@ impl Index {
     }
 
     /// Whether the index knows this message.
-    pub(crate) fn contains(&self, id: &str) -> rusqlite::Result<bool> {
+    pub fn contains(&self, id: &str) -> rusqlite::Result<bool> {
         self.conn
             .query_row("SELECT 1 FROM message WHERE id = ?1", [id], |_| Ok(()))
             .optional()
@@ -162,11 +115,7 @@ impl Index {
 
     /// Inserts messages (idempotent: known IDs are skipped), in one
     /// transaction. Returns how many were new.
-    pub(crate) fn insert(
-        &mut self,
-        messages: &[NewMessage],
-        now_ms: i64,
-    ) -> rusqlite::Result<usize> {
+    pub fn insert(&mut self, messages: &[NewMessage], now_ms: i64) -> rusqlite::Result<usize> {
         let tx = self.conn.transaction()?;
         let mut added = 0;
         {
@@ -200,7 +149,7 @@ impl Index {
     }
 
     /// Drops a message and its recipients.
-    pub(crate) fn forget(&mut self, id: &str) -> rusqlite::Result<()> {
+    pub fn forget(&mut self, id: &str) -> rusqlite::Result<()> {
         self.conn
             .execute("DELETE FROM message WHERE id = ?1", [id])?;
         Ok(())
@@ -208,7 +157,7 @@ impl Index {
 
     /// After a restart nothing is active any more: what was handed out is
     /// due again (delivery is at least once).
-    pub(crate) fn reset_active(&mut self, now_ms: i64) -> rusqlite::Result<usize> {
+    pub fn reset_active(&mut self, now_ms: i64) -> rusqlite::Result<usize> {
         self.conn.execute(
             "UPDATE recipient SET state = 'deferred', next_attempt = ?1 WHERE state = 'active'",
             [now_ms],
@@ -219,31 +168,22 @@ impl Index {
     /// `limit`. Each waiting state is read in `recipient_schedule` index
     /// order and stops at `limit`, so the cost follows `limit`, not the
     /// size of the queue (a 100,000-message backlog drains at full speed).
-    pub(crate) fn due(
-        &self,
-        transport: &str,
-        now_ms: i64,
-        limit: usize,
-    ) -> rusqlite::Result<Vec<Due>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT r.message_id, r.idx, r.address, r.transport, r.next_hop, m.arrival, r.next_attempt, r.attempts
+    pub fn due(&self, transport: &str, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT r.message_id, m.arrival, {}
              FROM recipient r INDEXED BY recipient_schedule JOIN message m ON m.id = r.message_id
              WHERE r.transport = ?1 AND r.state = ?2 AND r.next_attempt <= ?3 AND m.hold = 0
              ORDER BY r.next_attempt
              LIMIT ?4",
-        )?;
+            RecipientRow::COLUMNS
+        ))?;
         let mut rows = Vec::new();
         for state in WAITING {
             let found = stmt.query_map(params![transport, state, now_ms, limit as i64], |r| {
                 Ok(Due {
                     message_id: r.get(0)?,
-                    index: r.get(1)?,
-                    address: r.get(2)?,
-                    transport: r.get(3)?,
-                    next_hop: r.get(4)?,
-                    arrival_ms: r.get(5)?,
-                    next_attempt_ms: r.get(6)?,
-                    attempts: r.get(7)?,
+                    arrival_ms: r.get(1)?,
+                    recipient: RecipientRow::from_row(r, 2)?,
                 })
             })?;
             for row in found {
@@ -251,11 +191,16 @@ impl Index {
             }
         }
         rows.sort_by(|a, b| {
-            (a.next_attempt_ms, &a.message_id, a.index).cmp(&(
-                b.next_attempt_ms,
-                &b.message_id,
-                b.index,
-            ))
+            (
+                a.recipient.next_attempt_ms,
+                &a.message_id,
+                a.recipient.index,
+            )
+                .cmp(&(
+                    b.recipient.next_attempt_ms,
+                    &b.message_id,
+                    b.recipient.index,
+                ))
         });
         rows.truncate(limit);
         Ok(rows)
@@ -263,7 +208,7 @@ impl Index {
 
     /// The earliest next attempt of a waiting recipient of `transport` not
     /// on hold (index order, first match: cheap at any queue size).
-    pub(crate) fn next_due(&self, transport: &str) -> rusqlite::Result<Option<i64>> {
+    pub fn next_due(&self, transport: &str) -> rusqlite::Result<Option<i64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT r.next_attempt FROM recipient r INDEXED BY recipient_schedule
              JOIN message m ON m.id = r.message_id
@@ -284,7 +229,7 @@ impl Index {
     }
 
     /// Marks recipients as handed to an agent.
-    pub(crate) fn set_active(&mut self, message_id: &str, indexes: &[u32]) -> rusqlite::Result<()> {
+    pub fn set_active(&mut self, message_id: &str, indexes: &[u32]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -299,7 +244,7 @@ impl Index {
 
     /// Records new states for some recipients of a message. With
     /// `count_attempt`, deferred ones count a failed attempt.
-    pub(crate) fn record(
+    pub fn record(
         &mut self,
         message_id: &str,
         updates: &[Update<'_>],
@@ -317,7 +262,7 @@ impl Index {
                 stmt.execute(params![
                     message_id,
                     u.index,
-                    u.state.as_str(),
+                    u.state,
                     u.next_attempt_ms,
                     u.error,
                     count_attempt
@@ -328,7 +273,7 @@ impl Index {
     }
 
     /// How many recipients of a message still wait or are being tried.
-    pub(crate) fn unfinished(&self, message_id: &str) -> rusqlite::Result<u32> {
+    pub fn unfinished(&self, message_id: &str) -> rusqlite::Result<u32> {
         self.conn.query_row(
             "SELECT COUNT(*) FROM recipient WHERE message_id = ?1 AND state IN ('queued', 'active', 'deferred')",
             [message_id],
@@ -337,7 +282,7 @@ impl Index {
     }
 
     /// Whether a delay notice was already sent for a message, and marks it.
-    pub(crate) fn take_delay_warning(&mut self, message_id: &str) -> rusqlite::Result<bool> {
+    pub fn take_delay_warning(&mut self, message_id: &str) -> rusqlite::Result<bool> {
         let changed = self.conn.execute(
             "UPDATE message SET delay_warned = 1 WHERE id = ?1 AND delay_warned = 0",
             [message_id],
@@ -347,7 +292,7 @@ impl Index {
 
     /// Waiting recipients of messages that arrived before `cutoff_ms`: those
     /// past the queue lifetime, as `(message, index, arrival)`.
-    pub(crate) fn expired(&self, cutoff_ms: i64) -> rusqlite::Result<Vec<(String, u32, i64)>> {
+    pub fn expired(&self, cutoff_ms: i64) -> rusqlite::Result<Vec<(String, u32, i64)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT r.message_id, r.idx, m.arrival FROM recipient r JOIN message m ON m.id = r.message_id
              WHERE r.state IN ('queued', 'deferred') AND m.arrival < ?1",
@@ -359,7 +304,7 @@ impl Index {
     }
 
     /// Failed attempts so far for a recipient.
-    pub(crate) fn attempts(&self, message_id: &str, index: u32) -> rusqlite::Result<u32> {
+    pub fn attempts(&self, message_id: &str, index: u32) -> rusqlite::Result<u32> {
         self.conn
             .query_row(
                 "SELECT attempts FROM recipient WHERE message_id = ?1 AND idx = ?2",
@@ -371,7 +316,7 @@ impl Index {
     }
 
     /// A recipient's address.
-    pub(crate) fn address(&self, message_id: &str, index: u32) -> rusqlite::Result<Option<String>> {
+    pub fn address(&self, message_id: &str, index: u32) -> rusqlite::Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT address FROM recipient WHERE message_id = ?1 AND idx = ?2",
@@ -382,11 +327,7 @@ impl Index {
     }
 
     /// The last error recorded for a recipient.
-    pub(crate) fn last_error(
-        &self,
-        message_id: &str,
-        index: u32,
-    ) -> rusqlite::Result<Option<String>> {
+    pub fn last_error(&self, message_id: &str, index: u32) -> rusqlite::Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT last_error FROM recipient WHERE message_id = ?1 AND idx = ?2",
@@ -397,37 +338,19 @@ impl Index {
             .map(Option::flatten)
     }
 
-    /// Message IDs matching an operator's target.
-    pub(crate) fn select(
-        &self,
-        target: &sluice_ipc::qmgr::Target,
-    ) -> rusqlite::Result<Vec<String>> {
-        use sluice_ipc::qmgr::Target;
-        match target {
-            Target::All => self.ids().map(|s| s.into_iter().collect()),
-            Target::Ids(ids) => {
-                let mut out = Vec::new();
-                for id in ids {
-                    if self.contains(id)? {
-                        out.push(id.clone());
-                    }
-                }
-                Ok(out)
-            }
-            Target::Domain(domain) => {
-                let mut stmt = self.conn.prepare_cached(
-                    "SELECT DISTINCT message_id FROM recipient WHERE domain = ?1",
-                )?;
-                let rows = stmt
-                    .query_map([domain.to_ascii_lowercase()], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                Ok(rows)
-            }
-        }
+    /// Messages with a recipient in `domain` (lower case, no final dot).
+    pub fn in_domain(&self, domain: &str) -> rusqlite::Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT message_id FROM recipient WHERE domain = ?1")?;
+        let rows = stmt
+            .query_map([domain], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Sets or clears hold on messages.
-    pub(crate) fn set_hold(&mut self, ids: &[String], hold: bool) -> rusqlite::Result<()> {
+    pub fn set_hold(&mut self, ids: &[String], hold: bool) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached("UPDATE message SET hold = ?2 WHERE id = ?1")?;
@@ -440,7 +363,7 @@ impl Index {
 
     /// Makes waiting recipients of messages due now (flush); with
     /// `domain`, only those in it.
-    pub(crate) fn make_due(
+    pub fn make_due(
         &mut self,
         ids: &[String],
         domain: Option<&str>,
@@ -460,7 +383,7 @@ impl Index {
     }
 
     /// Re-routes a waiting recipient (requeue).
-    pub(crate) fn reroute(
+    pub fn reroute(
         &mut self,
         message_id: &str,
         index: u32,
@@ -475,7 +398,7 @@ impl Index {
     }
 
     /// Waiting recipients of a message, for requeue: `(index, address)`.
-    pub(crate) fn waiting(&self, message_id: &str) -> rusqlite::Result<Vec<(u32, String)>> {
+    pub fn waiting(&self, message_id: &str) -> rusqlite::Result<Vec<(u32, String)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT idx, address FROM recipient WHERE message_id = ?1 AND state IN ('queued', 'deferred')",
         )?;
@@ -562,7 +485,7 @@ mod tests {
         assert_eq!(index.unfinished("A").unwrap(), 1);
         let due = index.due("smtp", 500, 10).unwrap();
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].attempts, 1);
+        assert_eq!(due[0].recipient.attempts, 1);
         assert_eq!(
             index.last_error("A", 1).unwrap().as_deref(),
             Some("451 later")
