@@ -303,39 +303,22 @@ impl Index {
         Ok(rows)
     }
 
-    /// Failed attempts so far for a recipient.
-    pub fn attempts(&self, message_id: &str, index: u32) -> rusqlite::Result<u32> {
+    /// One recipient of a message.
+    pub fn recipient(
+        &self,
+        message_id: &str,
+        index: u32,
+    ) -> rusqlite::Result<Option<RecipientRow>> {
         self.conn
             .query_row(
-                "SELECT attempts FROM recipient WHERE message_id = ?1 AND idx = ?2",
+                &format!(
+                    "SELECT {} FROM recipient r WHERE r.message_id = ?1 AND r.idx = ?2",
+                    RecipientRow::COLUMNS
+                ),
                 params![message_id, index],
-                |r| r.get(0),
+                |r| RecipientRow::from_row(r, 0),
             )
             .optional()
-            .map(Option::unwrap_or_default)
-    }
-
-    /// A recipient's address.
-    pub fn address(&self, message_id: &str, index: u32) -> rusqlite::Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT address FROM recipient WHERE message_id = ?1 AND idx = ?2",
-                params![message_id, index],
-                |r| r.get(0),
-            )
-            .optional()
-    }
-
-    /// The last error recorded for a recipient.
-    pub fn last_error(&self, message_id: &str, index: u32) -> rusqlite::Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT last_error FROM recipient WHERE message_id = ?1 AND idx = ?2",
-                params![message_id, index],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten)
     }
 
     /// Messages with a recipient in `domain` (lower case, no final dot).
@@ -486,10 +469,9 @@ mod tests {
         let due = index.due("smtp", 500, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].recipient.attempts, 1);
-        assert_eq!(
-            index.last_error("A", 1).unwrap().as_deref(),
-            Some("451 later")
-        );
+        let row = index.recipient("A", 1).unwrap().unwrap();
+        assert_eq!(row.last_error.as_deref(), Some("451 later"));
+        assert_eq!((row.state, row.attempts), (State::Deferred, 1));
         index
             .record(
                 "A",

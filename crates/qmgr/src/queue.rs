@@ -440,7 +440,10 @@ impl Queue {
     }
 
     fn attempts(&self, message_id: &str, index: u32) -> anyhow::Result<u32> {
-        Ok(self.index.attempts(message_id, index)?)
+        Ok(self
+            .index
+            .recipient(message_id, index)?
+            .map_or(0, |r| r.attempts))
     }
 
     /// The delivery line for an outcome the queue manager decides itself
@@ -470,9 +473,10 @@ impl Queue {
 
     fn address_of(&self, message_id: &str, index: u32) -> String {
         self.index
-            .address(message_id, index)
+            .recipient(message_id, index)
             .ok()
             .flatten()
+            .map(|r| r.address)
             .unwrap_or_default()
     }
 
@@ -634,7 +638,12 @@ impl Queue {
             let results: Vec<RecipientResult> = indexes
                 .into_iter()
                 .map(|index| {
-                    let last = self.index.last_error(&message_id, index).ok().flatten();
+                    let last = self
+                        .index
+                        .recipient(&message_id, index)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.last_error);
                     RecipientResult {
                         index,
                         outcome: Outcome::Deferred,
