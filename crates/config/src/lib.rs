@@ -138,8 +138,19 @@ pub struct Smtpd {
     pub max_line_length: usize,
     /// Errors in one session before it is closed. Default 20.
     pub max_errors: u32,
-    /// Open connections per process. Default 1000.
+    /// Open connections per process. Default 1000. smtpd lowers it, with
+    /// a warning, to what its file descriptor limit allows.
     pub max_connections: usize,
+    /// Connections one client address may hold at once, across every smtpd
+    /// process (counted by `sluice-anvil`); more get `421 4.7.0`.
+    /// Default 50 (Postfix's); 0: no limit.
+    pub client_connection_limit: u32,
+    /// Connections one client address may open per minute, across every
+    /// smtpd process; more get `421 4.7.0`. Default 0: no limit.
+    pub client_connection_rate_limit: u32,
+    /// Clients in `trusted_networks` are not counted against the two
+    /// limits above (as Postfix exempts `$mynetworks`). Default true.
+    pub client_limits_exempt_trusted: bool,
     /// Wait for a command. Default `5m`.
     #[serde(with = "duration::unit")]
     pub command_timeout: Duration,
@@ -184,6 +195,9 @@ impl Default for Smtpd {
             max_line_length: 4096,
             max_errors: 20,
             max_connections: 1000,
+            client_connection_limit: 50,
+            client_connection_rate_limit: 0,
+            client_limits_exempt_trusted: true,
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(10 * 60),
             session_timeout: Duration::from_secs(30 * 60),

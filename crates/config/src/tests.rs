@@ -551,6 +551,7 @@ fn any_config() -> impl Strategy<Value = Config> {
             any_duration(),
         ),
         (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<u32>(), any::<u32>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -559,6 +560,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 trusted,
                 (cmd, data, session, stop),
                 (normalize, vrfy, expn),
+                (client_limit, client_rate, exempt),
             )| Smtpd {
                 listen,
                 processes,
@@ -568,6 +570,9 @@ fn any_config() -> impl Strategy<Value = Config> {
                 max_line_length: line,
                 max_errors: errors,
                 max_connections: conns,
+                client_connection_limit: client_limit,
+                client_connection_rate_limit: client_rate,
+                client_limits_exempt_trusted: exempt,
                 command_timeout: cmd,
                 data_timeout: data,
                 session_timeout: session,

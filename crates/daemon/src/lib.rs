@@ -1,8 +1,8 @@
 //! The daemon skeleton shared by Sluice's long-running programs (in the
 //! manner of Postfix's `single_server.c`): the common start-up (command
 //! line, configuration, logger) and fatal exit, listening sockets inherited
-//! from the master, the switch to the unprivileged user, readiness for
-//! systemd.
+//! from the master, the switch to the unprivileged user, the file
+//! descriptor limit, readiness for systemd.
 //!
 //! # Must never
 //! Keep root after [`drop_privileges`] returns `Ok`, or take ownership of a
@@ -19,8 +19,10 @@
 //! (variable, user, descriptor) and the program exits with them.
 #![allow(unsafe_code)]
 
+mod fd_limit;
 mod startup;
 
+pub use fd_limit::{fit_connections, raise_fd_limit};
 pub use startup::{exit, start, DaemonArgs, StartError, Started};
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod anvil;
 pub mod call;
 pub mod delivery;
 

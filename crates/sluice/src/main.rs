@@ -42,9 +42,10 @@ use nix::unistd::Pid;
 use sluice_config::Config;
 
 /// The programs a complete installation has in `daemon_dir`.
-const PROGRAMS: [&str; 8] = [
+const PROGRAMS: [&str; 9] = [
     "sluice-master",
     "sluice-smtpd",
+    "sluice-anvil",
     "sluice-qmgr",
     "sluice-smtp",
     "sluice-local",

@@ -63,8 +63,26 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let sluice_daemon::Started {
-        config, hostname, ..
+        mut config,
+        hostname,
+        ..
     } = sluice_daemon::start("smtpd", &args.daemon)?;
+    let fd_limit = sluice_daemon::raise_fd_limit().context("file descriptor limit")?;
+    let wanted = config.smtpd.max_connections;
+    config.smtpd.max_connections =
+        sluice_daemon::fit_connections(wanted, fd_limit).map_err(|need| {
+            anyhow::anyhow!(
+                "the file descriptor limit ({fd_limit}) leaves no room for connections: \
+                 it must be at least {need}"
+            )
+        })?;
+    if config.smtpd.max_connections < wanted {
+        log::warn!(
+            "smtpd.max_connections {wanted} does not fit the file descriptor limit \
+             ({fd_limit}) with room for commits: using {}",
+            config.smtpd.max_connections
+        );
+    }
     let fds = sluice_daemon::take_listen_fds()?;
     if fds.is_empty() {
         anyhow::bail!("no listening sockets inherited: sluice-smtpd is started by sluice-master");
