@@ -324,7 +324,20 @@ fn verify_delivers_to_the_right_name_and_defers_a_wrong_one() {
     assert!(line.contains("dsn=4.7.5"), "{line}");
     assert!(line.contains("TLS handshake failed"), "{line}");
     assert!(bad.got().is_empty(), "nothing sent to a wrong certificate");
+    // "status=sent" is logged before the delivered file is removed: wait
+    // for its "removed" line, then only the deferred one may be left.
+    let good_id = line_queue_id(&wait_line(&sluice, "a@good.test", "status=sent"));
+    let removed = format!("{good_id}: removed");
+    wait_for("the delivered file's removal", || {
+        sluice.log().contains(&removed)
+    });
     assert_eq!(sluice.files_in("queue").len(), 1, "the deferred one waits");
+}
+
+/// The queue ID of a `QUEUEID: to=<...>` log line.
+fn line_queue_id(line: &str) -> String {
+    let before_to = line.split(": to=<").next().unwrap_or_default();
+    before_to.rsplit(' ').next().unwrap_or_default().to_owned()
 }
 
 #[test]
