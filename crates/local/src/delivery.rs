@@ -43,6 +43,8 @@ pub(crate) struct Settings {
     /// The spool's owner `(uid, gid)` (the `sluice` user), for forwarded
     /// queue files; `None` when not running as root.
     pub(crate) spool_owner: Option<(u32, u32)>,
+    /// Cleanup's settings, for forwarded messages.
+    pub(crate) cleanup: sluice_cleanup::Settings,
     /// `local.mailbox`.
     pub(crate) mailbox: String,
     /// `local.virtual_owner`.
@@ -225,7 +227,7 @@ fn deliver_recipient(
         return result(index, Outcome::Deferred, dsn, text);
     }
     if !remote.is_empty() {
-        match crate::reinject::forward(&settings.spool, settings.spool_owner, file, rcpt, &remote) {
+        match crate::reinject::forward(settings, file, rcpt, &remote) {
             Ok(id) => {
                 crate::reinject::hint(&settings.run_dir, id);
                 sent.push(format!("forwarded as {id} to <{}>", remote.join(">, <")));

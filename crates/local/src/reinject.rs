@@ -1,8 +1,8 @@
 //! Forwarding: a local recipient whose alias or `.forward` names addresses
-//! elsewhere gets a new queue file for them (same sender, content with a
-//! `Delivered-To:` for the local recipient prepended), committed through
-//! `Spool::commit` as the spool's owner, then a `NewMail` hint to the
-//! queue manager.
+//! elsewhere gets a new queue file for them (same sender, source `forward`,
+//! through cleanup, which prepends a `Delivered-To:` for the local
+//! recipient), committed through `Spool::commit` as the spool's owner, then
+//! a `NewMail` hint to the queue manager.
 //!
 //! # Must never
 //! Report a recipient forwarded before the new queue file is committed, or
@@ -25,7 +25,9 @@ use std::time::{Duration, SystemTime};
 
 use nix::unistd::{Gid, Uid};
 use sluice_proto::envelope::{Envelope, Recipient};
-use sluice_spool::{Message, QueueFile, QueueId, Spool};
+use sluice_spool::{Message, QueueFile, QueueId, Source};
+
+use crate::delivery::Settings;
 
 /// Effective IDs switched to the spool owner until dropped.
 struct AsOwner {
@@ -66,8 +68,7 @@ impl Drop for AsOwner {
 /// Queues `file`'s content again for `addresses`, from the same sender,
 /// as forwarded for `original`. Returns the new queue ID.
 pub(crate) fn forward(
-    spool: &Spool,
-    owner: Option<(u32, u32)>,
+    settings: &Settings,
     file: &QueueFile,
     original: &Recipient,
     addresses: &[String],
@@ -86,18 +87,31 @@ pub(crate) fn forward(
             .collect(),
         ..file.envelope.clone()
     };
-    let header = format!("Delivered-To: {}\r\n", original.address);
-    let content: [&[u8]; 2] = [header.as_bytes(), &file.content];
-    let id = QueueId::generate();
+    let source = Source::Forward {
+        recipient: original.address.clone(),
+    };
+    let entry = sluice_cleanup::Entry {
+        id: QueueId::generate(),
+        arrival: SystemTime::now(),
+        source: &source,
+        envelope: &envelope,
+    };
+    let cleaned = sluice_cleanup::clean(
+        &settings.cleanup,
+        &entry,
+        &sluice_cleanup::Submitter::default(),
+        &file.content,
+    );
+    let id = entry.id;
     let message = Message {
         id,
-        arrival: SystemTime::now(),
-        source: &file.source,
+        arrival: entry.arrival,
+        source: &source,
         envelope: &envelope,
-        content: &content,
+        content: &cleaned.pieces(),
     };
-    let _as_owner = AsOwner::new(owner)?;
-    spool.commit(&message).map_err(|e| e.to_string())?;
+    let _as_owner = AsOwner::new(settings.spool_owner)?;
+    settings.spool.commit(&message).map_err(|e| e.to_string())?;
     Ok(id)
 }
 

@@ -5,7 +5,6 @@
 //! - [`data`]: dot-stuffing helpers.
 //! - [`server`]: the SMTP server session machine.
 //! - [`client`]: the SMTP client session machine (sluice-smtp).
-//! - [`received`]: the `Received:` trace header.
 //! - [`envelope`]: the envelope handed over at the end of a message.
 //!
 //! # Must never
@@ -26,6 +25,5 @@ pub mod client;
 pub mod data;
 pub mod domain;
 pub mod envelope;
-pub mod received;
 pub mod reply;
 pub mod server;

@@ -26,10 +26,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sluice_cleanup::date;
 use sluice_proto::envelope::{BodyType, Envelope, Recipient, Ret};
 use sluice_spool::QueueFile;
-use time::format_description::well_known::Rfc2822;
-use time::OffsetDateTime;
 
 /// Above this many bytes of original content, a failure notice without RET
 /// returns only the header section (Postfix's default is also a cap).
@@ -264,7 +263,7 @@ impl Notice<'_, '_> {
         };
         out.extend_from_slice(fold_field("To", &format!("<{}>", clean_line(to, false))).as_bytes());
         push(&mut out, &format!("Subject: {subject}"));
-        push(&mut out, &format!("Date: {}", format_date(self.now)));
+        push(&mut out, &format!("Date: {}", date::rfc5322(self.now)));
         push(
             &mut out,
             &format!("Message-ID: {}", self.message_id(audience)),
@@ -381,7 +380,7 @@ impl Notice<'_, '_> {
                 .to_owned(),
             Kind::Delay => {
                 let until = match self.will_retry_until {
-                    Some(t) => format!("until {}", format_date(t)),
+                    Some(t) => format!("until {}", date::rfc5322(t)),
                     None => "for some time".to_owned(),
                 };
                 format!(
@@ -445,7 +444,7 @@ impl Notice<'_, '_> {
         }
         out.push_str(&fold_field(
             "Arrival-Date",
-            &format_date(self.original.arrival),
+            &date::rfc5322(self.original.arrival),
         ));
         for report in self.reports {
             out.push_str("\r\n");
@@ -471,10 +470,10 @@ impl Notice<'_, '_> {
                 ));
             }
             if let Some(at) = report.last_attempt {
-                out.push_str(&fold_field("Last-Attempt-Date", &format_date(at)));
+                out.push_str(&fold_field("Last-Attempt-Date", &date::rfc5322(at)));
             }
             if let (Kind::Delay, Some(until)) = (self.kind, self.will_retry_until) {
-                out.push_str(&fold_field("Will-Retry-Until", &format_date(until)));
+                out.push_str(&fold_field("Will-Retry-Until", &date::rfc5322(until)));
             }
         }
         out
@@ -700,19 +699,6 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
     }
     out.push_str("\r\n");
     out
-}
-
-/// An RFC 5322 date-time in UTC, e.g. `Tue, 01 Jul 2025 10:00:00 +0000`.
-/// Times the calendar cannot show read as the epoch.
-fn format_date(t: SystemTime) -> String {
-    let seconds = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
-    };
-    OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|dt| dt.format(&Rfc2822).ok())
-        .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned())
 }
 
 #[cfg(test)]
@@ -1537,15 +1523,6 @@ mod tests {
         );
         assert!(field(&fields(&parsed.header), "Bcc").is_none());
         assert_eq!(clean_hostname(" \r\n"), "localhost");
-    }
-
-    #[test]
-    fn dates_are_rfc5322() {
-        assert_eq!(format_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(format_date(at(NOW)), "Tue, 01 Jul 2025 10:00:00 +0000");
-        // Before 1900 the format has no form: the epoch stands in.
-        let ancient = UNIX_EPOCH - Duration::from_secs(100 * 366 * 86_400);
-        assert_eq!(format_date(ancient), "Thu, 01 Jan 1970 00:00:00 +0000");
     }
 
     #[test]

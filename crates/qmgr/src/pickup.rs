@@ -15,7 +15,8 @@
 //! `local-user` that does not match the owner is corrected (and logged); a
 //! sender chosen by an untrusted user always reaches the recipients with an
 //! `X-Authentication-Warning:` naming that user, even when the file was
-//! written by hand rather than by `sluice-sendmail`. Delete a file it could
+//! written by hand rather than by `sluice-sendmail` (cleanup's local steps
+//! run again on every file). Delete a file it could
 //! not use: such files go to `corrupt/`, with the reason logged.
 //!
 //! # Security
@@ -213,30 +214,21 @@ fn pickup_one(
     if envelope.recipients.is_empty() {
         return Err(Refusal::Corrupt("has no recipients".into()));
     }
-    let own_address = format!("{real_user}@{}", settings.hostname);
-    let chose_sender = !envelope.sender.eq_ignore_ascii_case(&own_address);
     let trusted = is_trusted(owner, settings.trusted_gid);
-    let warning = if chose_sender && !trusted {
-        if settings.restrict_sender {
-            return Err(Refusal::Corrupt(format!(
-                "sender <{}> chosen by untrusted user {real_user} while local.restrict_sender is on",
-                sluice_log::printable(&envelope.sender, 256)
-            )));
-        }
-        let line = warning_header(&settings.hostname, &real_user, &envelope.sender);
-        // sendmail already wrote it; a hand-written file may not have.
-        (!queue_file.content.starts_with(line.as_bytes())).then_some(line)
-    } else {
-        None
+    let cleanup = sluice_cleanup::Settings {
+        hostname: settings.hostname.clone(),
     };
+    if settings.restrict_sender
+        && !trusted
+        && sluice_cleanup::chose_sender(&cleanup, &real_user, &envelope.sender)
+    {
+        return Err(Refusal::Corrupt(format!(
+            "sender <{}> chosen by untrusted user {real_user} while local.restrict_sender is on",
+            sluice_log::printable(&envelope.sender, 256)
+        )));
+    }
     let id = QueueId::generate();
     let now = SystemTime::now();
-    let received = received_header(&settings.hostname, owner, &id, now);
-    let mut content: Vec<&[u8]> = vec![received.as_bytes()];
-    if let Some(line) = &warning {
-        content.push(line.as_bytes());
-    }
-    content.push(&queue_file.content);
     let source = Source::Local {
         uid: owner,
         user: real_user,
@@ -245,6 +237,18 @@ fn pickup_one(
         declared_size: None,
         ..envelope.clone()
     };
+    let entry = sluice_cleanup::Entry {
+        id,
+        arrival: now,
+        source: &source,
+        envelope: &local_envelope,
+    };
+    let who = sluice_cleanup::Submitter {
+        trusted,
+        full_name: None,
+    };
+    let cleaned = sluice_cleanup::clean(&cleanup, &entry, &who, &queue_file.content);
+    let content = cleaned.pieces();
     let message = Message {
         id,
         arrival: now,
@@ -304,32 +308,6 @@ fn is_trusted(uid: u32, trusted_gid: Option<u32>) -> bool {
         .ok()
         .flatten()
         .is_some_and(|g| g.mem.contains(&user.name))
-}
-
-/// `X-Authentication-Warning: HOST: USER set sender to ADDR using -f`, as
-/// `sluice-sendmail` writes it (the same bytes, so it is not doubled).
-pub(crate) fn warning_header(hostname: &str, user: &str, sender: &str) -> String {
-    let sender = if sender.is_empty() { "<>" } else { sender };
-    format!(
-        "X-Authentication-Warning: {hostname}: {} set sender to {} using -f\r\n",
-        printable_header(user),
-        printable_header(sender)
-    )
-}
-
-/// `Received: by HOST (Sluice, from userid N)\r\n\tid ID; DATE\r\n`.
-fn received_header(hostname: &str, uid: u32, id: &QueueId, now: SystemTime) -> String {
-    let date = time::OffsetDateTime::from(now)
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned());
-    format!("Received: by {hostname} (Sluice, from userid {uid})\r\n\tid {id}; {date}\r\n")
-}
-
-/// Text for a header: printable ASCII only, so it cannot fold or add one.
-fn printable_header(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
 }
 
 #[cfg(test)]

@@ -608,10 +608,7 @@ impl Queue {
             },
             ..Envelope::default()
         };
-        let source = Source::Local {
-            uid: nix::unistd::getuid().as_raw(),
-            user: "MAILER-DAEMON".to_owned(),
-        };
+        let source = Source::Notice;
         self.spool.commit(&Message {
             id,
             arrival: SystemTime::now(),

@@ -216,6 +216,8 @@ fn client_line(source: &Source) -> String {
         Source::Local { uid, user } => {
             format!("local submission by {} (uid {uid})", printable(user))
         }
+        Source::Forward { recipient } => format!("forwarded for <{}>", printable(recipient)),
+        Source::Notice => "delivery status notification".to_owned(),
     }
 }
 

@@ -26,8 +26,8 @@ use std::time::{Instant, SystemTime};
 use sluice_proto::server::{Ask, BareNewline, Config, Limits, Output, Peer, Session, Verdict};
 use sluice_spool::QueueId;
 
-use crate::message::Header;
 use crate::submit::Context;
+use sluice_cleanup::Header;
 
 /// Runs one SMTP session between `input` and `output`.
 pub(crate) fn serve(
@@ -108,7 +108,7 @@ fn queue(
     envelope.sender = ctx.sender(chosen.as_deref())?;
     let id = QueueId::generate();
     let mut header = Header::parse(content);
-    ctx.fix_header(&mut header, &envelope.sender, None, id, SystemTime::now());
+    ctx.fix_header(&mut header, &envelope, None, id, SystemTime::now());
     let content = header.to_bytes();
     ctx.commit(id, &envelope, &content)?;
     Ok(id)

@@ -28,8 +28,8 @@ use sluice_proto::envelope::{BodyType, Envelope, Notify, Recipient, Ret};
 use sluice_spool::{Area, Message, QueueId, Source, Spool};
 
 use crate::args::Options;
-use crate::message::{self, Header};
 use crate::{addrlist, Failure, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
+use sluice_cleanup::{header_safe, Header};
 
 /// The user submitting, from the real uid.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ impl Context {
             Ok((SmtpPath::Mailbox { mailbox, .. }, "")) => Ok(mailbox.address()),
             _ => Err(Failure::new(
                 EX_DATAERR,
-                format!("bad address syntax: {}", message::printable(text)),
+                format!("bad address syntax: {}", header_safe(text)),
             )),
         }
     }
@@ -139,58 +139,39 @@ impl Context {
         Ok(sender)
     }
 
-    /// Adds the missing `From:`, `Date:`, `Message-ID:`, the warning of an
-    /// untrusted chosen sender, and removes `Bcc:` (and `Resent-Bcc:`).
+    /// Cleanup's header fixes of a local submission (the missing `From:`,
+    /// `Date:`, `Message-ID:`, `Bcc:` removed, the warning of an untrusted
+    /// chosen sender); pickup runs them again on the file.
     pub(crate) fn fix_header(
         &self,
         header: &mut Header,
-        sender: &str,
+        envelope: &Envelope,
         full_name: Option<&str>,
         id: QueueId,
         now: SystemTime,
     ) {
-        header.remove("Bcc");
-        header.remove("Resent-Bcc");
-        if !header.has("From") {
-            let address = if sender.is_empty() {
-                format!("MAILER-DAEMON@{}", self.hostname)
-            } else {
-                sender.to_owned()
-            };
-            let name = full_name.or(self.submitter.gecos.as_deref());
-            header.append("From", &message::from_value(name, &address));
-        }
-        if !header.has("Date") {
-            header.append("Date", &rfc5322_date(now));
-        }
-        if !header.has("Message-ID") {
-            let stamp = time::OffsetDateTime::from(now);
-            header.append(
-                "Message-ID",
-                &format!(
-                    "<{:04}{:02}{:02}{:02}{:02}{:02}.{id}@{}>",
-                    stamp.year(),
-                    u8::from(stamp.month()),
-                    stamp.day(),
-                    stamp.hour(),
-                    stamp.minute(),
-                    stamp.second(),
-                    self.hostname
-                ),
-            );
-        }
-        if !self.submitter.trusted && !sender.eq_ignore_ascii_case(&self.own_address()) {
-            // The exact bytes the queue manager looks for (pickup.rs).
-            let shown = if sender.is_empty() { "<>" } else { sender };
-            header.prepend(
-                "X-Authentication-Warning",
-                &format!(
-                    "{}: {} set sender to {} using -f",
-                    self.hostname,
-                    message::printable(&self.submitter.user),
-                    message::printable(shown)
-                ),
-            );
+        let source = self.source();
+        let entry = sluice_cleanup::Entry {
+            id,
+            arrival: now,
+            source: &source,
+            envelope,
+        };
+        let who = sluice_cleanup::Submitter {
+            trusted: self.submitter.trusted,
+            full_name: full_name.or(self.submitter.gecos.as_deref()),
+        };
+        let settings = sluice_cleanup::Settings {
+            hostname: self.hostname.clone(),
+        };
+        sluice_cleanup::fix_local_header(&settings, &entry, &who, header);
+    }
+
+    /// The queue file's source: this user, by the real uid.
+    fn source(&self) -> Source {
+        Source::Local {
+            uid: self.submitter.uid,
+            user: self.submitter.user.clone(),
         }
     }
 
@@ -201,7 +182,7 @@ impl Context {
             let addresses = addrlist::parse(list).map_err(|e| {
                 Failure::new(
                     EX_DATAERR,
-                    format!("bad recipient list {}: {e}", message::printable(list)),
+                    format!("bad recipient list {}: {e}", header_safe(list)),
                 )
             })?;
             for a in addresses {
@@ -228,10 +209,7 @@ impl Context {
                 ),
             ));
         }
-        let source = Source::Local {
-            uid: self.submitter.uid,
-            user: self.submitter.user.clone(),
-        };
+        let source = self.source();
         let message = Message {
             id,
             arrival: SystemTime::now(),
@@ -266,13 +244,6 @@ fn hint_qmgr(socket: &Path) {
     }
 }
 
-/// An RFC 5322 date in UTC.
-pub(crate) fn rfc5322_date(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned())
-}
-
 /// Submits one message read from stdin (`-bm`, with or without `-t`).
 pub(crate) fn deliver(
     ctx: &Context,
@@ -304,16 +275,8 @@ pub(crate) fn deliver(
         return Err(Failure::new(EX_USAGE, why.to_owned()));
     }
     let id = QueueId::generate();
-    ctx.fix_header(
-        &mut header,
-        &sender,
-        options.full_name.as_deref(),
-        id,
-        SystemTime::now(),
-    );
-    let content = header.to_bytes();
     let notify = options.notify.as_deref().map(parse_notify).transpose()?;
-    let envelope = Envelope {
+    let mut envelope = Envelope {
         smtputf8: !sender.is_ascii() || addresses.iter().any(|a| !a.is_ascii()),
         sender,
         recipients: addresses
@@ -324,23 +287,26 @@ pub(crate) fn deliver(
                 orcpt: None,
             })
             .collect(),
-        body: body_type(options.body.as_deref(), &content)?,
         ret: options.ret.as_deref().map(parse_ret).transpose()?,
         envid: options.envid.as_deref().map(parse_envid).transpose()?,
-        declared_size: None,
+        ..Envelope::default()
     };
+    ctx.fix_header(
+        &mut header,
+        &envelope,
+        options.full_name.as_deref(),
+        id,
+        SystemTime::now(),
+    );
+    let content = header.to_bytes();
+    envelope.body = body_type(options.body.as_deref(), &content)?;
     ctx.commit(id, &envelope, &content)?;
     Ok(id)
 }
 
 /// `-N never` or `-N success,failure,delay` (any subset, any order).
 pub(crate) fn parse_notify(value: &str) -> Result<Notify, Failure> {
-    let bad = || {
-        Failure::new(
-            EX_USAGE,
-            format!("bad -N value {}", message::printable(value)),
-        )
-    };
+    let bad = || Failure::new(EX_USAGE, format!("bad -N value {}", header_safe(value)));
     let mut notify = Notify::default();
     if value.eq_ignore_ascii_case("never") {
         return Ok(notify);
@@ -362,7 +328,7 @@ fn parse_ret(value: &str) -> Result<Ret, Failure> {
         "hdrs" => Ok(Ret::Hdrs),
         _ => Err(Failure::new(
             EX_USAGE,
-            format!("bad -R value {} (full or hdrs)", message::printable(value)),
+            format!("bad -R value {} (full or hdrs)", header_safe(value)),
         )),
     }
 }
@@ -425,8 +391,8 @@ mod tests {
     ) -> Result<sluice_spool::QueueFile, Failure> {
         let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
         let options = args::parse("sendmail", &argv).expect("args");
-        let content =
-            message::read_input(input.as_bytes(), options.ignore_dots, 1 << 20).expect("input");
+        let content = crate::message::read_input(input.as_bytes(), options.ignore_dots, 1 << 20)
+            .expect("input");
         let id = deliver(ctx, &options, &content)?;
         let bytes = std::fs::read(ctx.spool.path(Area::Maildrop, id)).expect("maildrop file");
         Ok(sluice_spool::decode(&bytes).expect("decodes"))

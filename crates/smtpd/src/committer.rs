@@ -1,4 +1,6 @@
-//! Group commit: one thread makes queue files durable in batches, so that
+//! Group commit: one thread passes each finished message through cleanup
+//! (the one door into the queue: the `Received:` header comes from there)
+//! and makes the queue files durable in batches, so that
 //! the messages of many sessions share one journal commit and one
 //! directory fsync instead of paying for each alone (see
 //! `Spool::commit_batch`). The event loop hands it finished messages and
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use mio::{Token, Waker};
+use sluice_cleanup::{Cleaned, Entry, Settings, Submitter};
 use sluice_proto::envelope::{Client, Envelope};
 use sluice_spool::{Message, QueueId, Source, Spool};
 
@@ -32,8 +35,7 @@ pub(crate) struct Request {
     pub(crate) arrival: SystemTime,
     pub(crate) client: Client,
     pub(crate) envelope: Envelope,
-    /// The `Received:` header, prepended to `content` in the file.
-    pub(crate) received: String,
+    /// As received, before cleanup.
     pub(crate) content: Vec<u8>,
 }
 
@@ -54,12 +56,16 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Starts the thread; it wakes the loop through `waker` after each batch.
-    pub(crate) fn start(spool: Spool, waker: Arc<Waker>) -> std::io::Result<Committer> {
+    pub(crate) fn start(
+        spool: Spool,
+        cleanup: Settings,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Committer> {
         let (requests, incoming) = mpsc::channel::<Request>();
         let (outgoing, results) = mpsc::channel::<Done>();
         std::thread::Builder::new()
             .name("commit".into())
-            .spawn(move || run(&spool, &incoming, &outgoing, &waker))?;
+            .spawn(move || run(&spool, &cleanup, &incoming, &outgoing, &waker))?;
         Ok(Committer { requests, results })
     }
 
@@ -78,7 +84,13 @@ impl Committer {
     }
 }
 
-fn run(spool: &Spool, incoming: &Receiver<Request>, outgoing: &Sender<Done>, waker: &Waker) {
+fn run(
+    spool: &Spool,
+    cleanup: &Settings,
+    incoming: &Receiver<Request>,
+    outgoing: &Sender<Done>,
+    waker: &Waker,
+) {
     while let Ok(first) = incoming.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -91,10 +103,20 @@ fn run(spool: &Spool, incoming: &Receiver<Request>, outgoing: &Sender<Done>, wak
             .iter()
             .map(|r| Source::Smtp(r.client.clone()))
             .collect();
-        let pieces: Vec<[&[u8]; 2]> = batch
+        let cleaned: Vec<Cleaned<'_>> = batch
             .iter()
-            .map(|r| [r.received.as_bytes(), r.content.as_slice()])
+            .zip(&sources)
+            .map(|(r, source)| {
+                let entry = Entry {
+                    id: r.id,
+                    arrival: r.arrival,
+                    source,
+                    envelope: &r.envelope,
+                };
+                sluice_cleanup::clean(cleanup, &entry, &Submitter::default(), &r.content)
+            })
             .collect();
+        let pieces: Vec<[&[u8]; 2]> = cleaned.iter().map(Cleaned::pieces).collect();
         let messages: Vec<Message<'_>> = batch
             .iter()
             .zip(&sources)
@@ -109,6 +131,8 @@ fn run(spool: &Spool, incoming: &Receiver<Request>, outgoing: &Sender<Done>, wak
             .collect();
         let results = spool.commit_batch(&messages);
         drop(messages);
+        drop(pieces);
+        drop(cleaned);
         for (request, result) in batch.into_iter().zip(results) {
             let done = Done {
                 token: request.token,

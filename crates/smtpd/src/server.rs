@@ -122,7 +122,13 @@ impl Server {
             recipients: sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(
                 &config,
             )),
-            committer: Committer::start(Spool::new(&config.spool_dir), waker)?,
+            committer: Committer::start(
+                Spool::new(&config.spool_dir),
+                sluice_cleanup::Settings {
+                    hostname: hostname.clone(),
+                },
+                waker,
+            )?,
             qmgr_socket: config.run_dir.join("qmgr.sock"),
             qmgr: None,
             hostname: hostname.clone(),
@@ -475,20 +481,12 @@ impl Context {
     fn commit(&mut self, token: Token, commit: Commit) -> Result<(), Verdict> {
         let id = QueueId::generate();
         let arrival = SystemTime::now();
-        let received = sluice_proto::received::header(
-            &self.hostname,
-            &commit.client,
-            &commit.envelope,
-            &id.to_string(),
-            &rfc5322_date(arrival),
-        );
         let request = committer::Request {
             token,
             id,
             arrival,
             client: commit.client,
             envelope: commit.envelope,
-            received,
             content: commit.content,
         };
         self.committer.submit(request).map_err(|r| {
@@ -576,12 +574,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
-}
-
-fn rfc5322_date(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned())
 }
 
 fn log_event(event: &Event, session: &Session, addr: IpAddr) {

@@ -1,4 +1,5 @@
-//! The queue file format, version 1: [`encode`] and [`decode`].
+//! The queue file format, version 2: [`encode`] and [`decode`] (which also
+//! reads version 1, so mail queued by the previous release is delivered).
 //!
 //! `crates/spool/FORMAT.md` is the normative description; this module is its
 //! only implementation. Pure code: bytes in, bytes or values out, no IO.
@@ -30,8 +31,10 @@ mod encode;
 pub use decode::decode;
 pub use encode::{encode, encode_header};
 
-/// Line 1 of every version-1 queue file (without its LF).
-pub const MAGIC: &str = "sluice-queue 1";
+/// Line 1 of every queue file written (without its LF): version 2.
+pub const MAGIC: &str = "sluice-queue 2";
+/// Line 1 of a version-1 file, as the previous release wrote it: still read.
+pub const MAGIC_V1: &str = "sluice-queue 1";
 /// What follows the content: an LF, the end marker line, and the end of file.
 pub const TRAILER: &[u8] = b"\nend-of-queue-file\n";
 
@@ -47,6 +50,32 @@ pub enum Source {
         /// The submitting user's login name.
         user: String,
     },
+    /// Forwarded by `sluice-local` (an alias or `.forward`) for a local
+    /// recipient; since version 2.
+    Forward {
+        /// The local address it was delivered to and forwarded for (its
+        /// `Delivered-To:`).
+        recipient: String,
+    },
+    /// A delivery status notification made by the queue manager; since
+    /// version 2.
+    Notice,
+}
+
+impl Source {
+    /// The `source` keyword of the queue file.
+    pub fn keyword(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Source::Smtp(_) => Kind::Smtp,
+            Source::Local { .. } => Kind::Local,
+            Source::Forward { .. } => Kind::Forward,
+            Source::Notice => Kind::Notice,
+        }
+    }
 }
 
 /// A message to be written: borrows everything, so the content is never
@@ -168,6 +197,7 @@ pub(crate) enum Field {
     Protocol,
     LocalUid,
     LocalUser,
+    ForwardFor,
     Sender,
     Body,
     Smtputf8,
@@ -178,7 +208,7 @@ pub(crate) enum Field {
     ContentLength,
 }
 
-pub(crate) const FIELDS: [Field; 18] = [
+pub(crate) const FIELDS: [Field; 19] = [
     Field::Id,
     Field::Arrival,
     Field::Source,
@@ -189,6 +219,7 @@ pub(crate) const FIELDS: [Field; 18] = [
     Field::Protocol,
     Field::LocalUid,
     Field::LocalUser,
+    Field::ForwardFor,
     Field::Sender,
     Field::Body,
     Field::Smtputf8,
@@ -199,18 +230,32 @@ pub(crate) const FIELDS: [Field; 18] = [
     Field::ContentLength,
 ];
 
-/// The two kinds of `source`, which pick the allow-list.
+/// The kinds of `source`, which pick the allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Smtp,
     Local,
+    Forward,
+    Notice,
 }
 
 impl Kind {
+    pub(crate) const ALL: [Kind; 4] = [Kind::Smtp, Kind::Local, Kind::Forward, Kind::Notice];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Smtp => "smtp",
             Kind::Local => "local",
+            Kind::Forward => "forward",
+            Kind::Notice => "notice",
+        }
+    }
+
+    /// The first file version that knows this source.
+    pub(crate) fn since_version(self) -> u8 {
+        match self {
+            Kind::Smtp | Kind::Local => 1,
+            Kind::Forward | Kind::Notice => 2,
         }
     }
 }
@@ -228,6 +273,7 @@ impl Field {
             Field::Protocol => "protocol",
             Field::LocalUid => "local-uid",
             Field::LocalUser => "local-user",
+            Field::ForwardFor => "forward-for",
             Field::Sender => "sender",
             Field::Body => "body",
             Field::Smtputf8 => "smtputf8",
@@ -253,6 +299,7 @@ impl Field {
             | Field::Protocol
             | Field::DeclaredSize => kind == Kind::Smtp,
             Field::LocalUid | Field::LocalUser => kind == Kind::Local,
+            Field::ForwardFor => kind == Kind::Forward,
             _ => true,
         }
     }
@@ -271,6 +318,7 @@ impl Field {
                 kind == Kind::Smtp
             }
             Field::LocalUid | Field::LocalUser => kind == Kind::Local,
+            Field::ForwardFor => kind == Kind::Forward,
             Field::ClientHostname
             | Field::Ret
             | Field::Envid

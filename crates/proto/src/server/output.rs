@@ -57,7 +57,7 @@ pub struct Commit {
     pub client: Client,
     /// The message as received: dot-unstuffed, CRLF line ends (a BDAT
     /// message is kept as sent, so it may lack a final CRLF), no Received
-    /// header (see [`crate::received::header`]).
+    /// header (cleanup prepends it).
     pub content: Vec<u8>,
 }
 

@@ -86,7 +86,11 @@ fn a_forged_uid_is_corrected_to_the_file_owner() {
         )),
         "{text}"
     );
-    assert!(text.ends_with("Subject: hi\r\n\r\nbody\r\n"), "{text}");
+    assert!(text.contains("\r\nSubject: hi\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text}");
+    // Cleanup's local steps ran on the hand-written file.
+    assert!(text.contains("\r\nFrom: someone@else.test\r\n"), "{text}");
+    assert!(text.contains("\r\nMessage-ID: <"), "{text}");
     if me() != 0 {
         // An untrusted user chose the sender: the warning names the owner.
         assert!(
@@ -112,8 +116,11 @@ fn the_warning_is_added_once_for_an_untrusted_sender() {
     let text = String::from_utf8_lossy(&file.content).into_owned();
     assert!(!text.contains("X-Authentication-Warning"), "{text}");
     // A file whose warning is already there (sendmail wrote it) gets no second one.
-    let warning = warning_header("mx.test", &user_name(me()), "other@x.test");
-    let mut content = warning.clone().into_bytes();
+    let warning = format!(
+        "X-Authentication-Warning: mx.test: {} set sender to other@x.test using -f\r\n",
+        user_name(me())
+    );
+    let mut content = warning.into_bytes();
     content.extend_from_slice(b"Subject: w\r\n\r\nx\r\n");
     drop_file(
         &spool,

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sluice_proto::envelope::{BodyType, Client, Envelope, Notify, Protocol, Recipient, Ret};
 
 use super::{
-    quoted, unescape, Field, FormatError, Kind, Problem, QueueFile, Source, FIELDS, MAGIC, TRAILER,
+    quoted, unescape, Field, FormatError, Kind, Problem, QueueFile, Source, FIELDS, MAGIC,
+    MAGIC_V1, TRAILER,
 };
 use crate::queue_id::QueueId;
 
@@ -27,9 +28,11 @@ struct Line<'a> {
     value: &'a str,
 }
 
-/// Parses a queue file, accepting exactly what FORMAT.md describes.
+/// Parses a queue file, accepting exactly what FORMAT.md describes: version
+/// 2, or version 1 as the previous release wrote it.
 pub fn decode(bytes: &[u8]) -> Result<QueueFile, FormatError> {
     let mut lines: Vec<Line<'_>> = Vec::new();
+    let mut version = 0;
     let mut pos = 0;
     let mut number = 0;
     // The header: up to and including the empty line.
@@ -46,7 +49,7 @@ pub fn decode(bytes: &[u8]) -> Result<QueueFile, FormatError> {
         pos += len + 1;
         let text = std::str::from_utf8(raw).map_err(|_| err(Problem::NotUtf8))?;
         if number == 1 {
-            check_magic(text).map_err(err)?;
+            version = check_magic(text).map_err(err)?;
             continue;
         }
         if text.is_empty() {
@@ -64,14 +67,21 @@ pub fn decode(bytes: &[u8]) -> Result<QueueFile, FormatError> {
         });
     }
     let blank_line = number;
-    let header = Header { lines, blank_line };
+    let header = Header {
+        lines,
+        blank_line,
+        version,
+    };
     let file = header.to_queue_file(&bytes[pos..])?;
     Ok(file)
 }
 
-fn check_magic(line: &str) -> Result<(), Problem> {
+/// The version line 1 names, if it is one this decoder reads.
+fn check_magic(line: &str) -> Result<u8, Problem> {
     if line == MAGIC {
-        Ok(())
+        Ok(2)
+    } else if line == MAGIC_V1 {
+        Ok(1)
     } else if let Some(version) = line.strip_prefix("sluice-queue ") {
         Err(Problem::UnsupportedVersion(quoted(version)))
     } else {
@@ -83,6 +93,7 @@ fn check_magic(line: &str) -> Result<(), Problem> {
 struct Header<'a> {
     lines: Vec<Line<'a>>,
     blank_line: usize,
+    version: u8,
 }
 
 impl<'a> Header<'a> {
@@ -126,10 +137,16 @@ impl<'a> Header<'a> {
     }
 
     fn to_queue_file(&self, rest: &[u8]) -> Result<QueueFile, FormatError> {
-        let kind = self.parse_required(Field::Source, |field, v| match v {
-            "smtp" => Ok(Kind::Smtp),
-            "local" => Ok(Kind::Local),
-            _ => Err(bad(field, "expected smtp or local")),
+        let version = self.version;
+        let kind = self.parse_required(Field::Source, |field, v| {
+            Kind::ALL
+                .into_iter()
+                .find(|k| k.name() == v && k.since_version() <= version)
+                .ok_or(if version == 1 {
+                    bad(field, "expected smtp or local (version 1)")
+                } else {
+                    bad(field, "expected smtp, local, forward or notice")
+                })
         })?;
         for line in &self.lines {
             if !line.field.is_allowed(kind) {
@@ -169,6 +186,10 @@ impl<'a> Header<'a> {
                 })?,
                 user: self.parse_required(Field::LocalUser, unescape)?,
             },
+            Kind::Forward => Source::Forward {
+                recipient: self.parse_required(Field::ForwardFor, parse_address)?,
+            },
+            Kind::Notice => Source::Notice,
         };
         let mut recipients = Vec::new();
         for line in self.lines.iter().filter(|l| l.field == Field::Rcpt) {

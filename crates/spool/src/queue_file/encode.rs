@@ -47,6 +47,11 @@ pub fn encode_header(msg: &Message<'_>) -> Vec<u8> {
             h.plain(Field::LocalUid, &uid.to_string());
             h.text(Field::LocalUser, user);
         }
+        Source::Forward { recipient } => {
+            h.plain(Field::Source, "forward");
+            h.with(Field::ForwardFor, |o| push_address(o, recipient));
+        }
+        Source::Notice => h.plain(Field::Source, "notice"),
     }
     h.with(Field::Sender, |o| push_address(o, &env.sender));
     h.plain(Field::Body, body_keyword(env.body));

@@ -175,15 +175,95 @@ fn truncated_at_every_offset_is_rejected() {
 
 #[test]
 fn rejects_bad_magic_and_versions() {
-    let e = err(&replace("sluice-queue 1\n", "sluice-queue 2\n"));
+    let e = err(&replace("sluice-queue 2\n", "sluice-queue 3\n"));
     assert_eq!(e.line, 1);
-    assert_eq!(e.problem, Problem::UnsupportedVersion("2".into()));
-    let e = err(&replace("sluice-queue 1\n", "sluice-queue 1 \n"));
+    assert_eq!(e.problem, Problem::UnsupportedVersion("3".into()));
+    let e = err(&replace("sluice-queue 2\n", "sluice-queue 2 \n"));
     assert!(matches!(e.problem, Problem::UnsupportedVersion(_)));
-    let e = err(&replace("sluice-queue 1\n", "From alice\n"));
+    let e = err(&replace("sluice-queue 2\n", "From alice\n"));
     assert_eq!((e.line, e.problem), (1, Problem::NotQueueFile));
     assert_eq!(err(b"").problem, Problem::Truncated);
     assert_eq!(err(b"\x00\xff\n").problem, Problem::NotUtf8);
+}
+
+/// A file the previous release wrote (version 1), kept byte for byte: it
+/// is still read, so mail queued before an upgrade is delivered after it.
+#[test]
+fn version_1_fixture_is_read() {
+    let bytes = include_bytes!("../../tests/fixtures/version-1.queue");
+    let file = decode(bytes).unwrap();
+    assert_eq!(file.id, id());
+    assert_eq!(file.source, smtp_source());
+    assert_eq!(file.envelope, envelope());
+    assert_eq!(file.content, BODY);
+    // Re-encoded, it is the same message in version 2.
+    let again = encode(&Message {
+        id: file.id,
+        arrival: file.arrival,
+        source: &file.source,
+        envelope: &file.envelope,
+        content: &[&file.content],
+    });
+    assert!(again.starts_with(b"sluice-queue 2\n"));
+    assert_eq!(&again[14..], &bytes[14..]);
+}
+
+#[test]
+fn forward_and_notice_are_version_2_only() {
+    let env = Envelope {
+        declared_size: None,
+        ..envelope()
+    };
+    let forward = Source::Forward {
+        recipient: "joe@example.org".into(),
+    };
+    for source in [forward, Source::Notice] {
+        let bytes = encode(&Message {
+            id: id(),
+            arrival: arrival(),
+            source: &source,
+            envelope: &env,
+            content: &[BODY],
+        });
+        assert_eq!(decode(&bytes).unwrap().source, source);
+        let mut v1 = bytes.clone();
+        v1[13] = b'1';
+        let e = err(&v1);
+        assert_eq!(e.line, 4, "{e}");
+        assert!(matches!(
+            e.problem,
+            Problem::BadValue {
+                field: "source",
+                ..
+            }
+        ));
+    }
+    let text = String::from_utf8(encode(&Message {
+        id: id(),
+        arrival: arrival(),
+        source: &Source::Forward {
+            recipient: "joe@example.org".into(),
+        },
+        envelope: &env,
+        content: &[],
+    }))
+    .unwrap();
+    assert!(text.contains("\nsource: forward\nforward-for: <joe@example.org>\n"));
+    let e = err(text
+        .replace("forward-for: <joe@example.org>\n", "")
+        .as_bytes());
+    assert_eq!(e.problem, Problem::MissingField("forward-for"));
+    let e = err(&replace(
+        "source: smtp\n",
+        "source: smtp\nforward-for: <a@b>\n",
+    ));
+    assert!(matches!(
+        e.problem,
+        Problem::NotAllowed {
+            field: "forward-for",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -478,6 +558,8 @@ fn any_source() -> impl Strategy<Value = Source> {
                 })
             ),
         (any::<u32>(), any_text()).prop_map(|(uid, user)| Source::Local { uid, user }),
+        any_text().prop_map(|recipient| Source::Forward { recipient }),
+        Just(Source::Notice),
     ]
 }
 
@@ -529,6 +611,7 @@ fn any_content() -> impl Strategy<Value = Vec<Vec<u8>>> {
         Just(b"content-length: 5\n".to_vec()),
         Just(b"rcpt: <evil@example.com>\n".to_vec()),
         Just(b"sluice-queue 1\n".to_vec()),
+        Just(b"sluice-queue 2\n".to_vec()),
     ];
     proptest::collection::vec(piece, 0..8)
 }
@@ -541,7 +624,7 @@ proptest! {
         micros in 0u64..(1 << 53),
         content in any_content(),
     ) {
-        if let Source::Local { .. } = source {
+        if !matches!(source, Source::Smtp(_)) {
             envelope.declared_size = None;
         }
         let pieces: Vec<&[u8]> = content.iter().map(Vec::as_slice).collect();

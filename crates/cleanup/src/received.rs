@@ -1,6 +1,6 @@
-//! The `Received:` trace header (RFC 5321 4.4) that is prepended to every
-//! message accepted over SMTP, with the RFC 3848 / RFC 6531 `with` keyword
-//! and the queue ID.
+//! The `Received:` trace header (RFC 5321 4.4) prepended to every message
+//! accepted over SMTP, with the RFC 3848 / RFC 6531 `with` keyword and the
+//! queue ID, and its short form for a local submission.
 //!
 //! # Must never
 //! Copy peer text into the header unfiltered: the HELO name is reduced to
@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use crate::envelope::{Client, Envelope, Protocol};
+use sluice_proto::envelope::{Client, Envelope, Protocol};
 
 /// Builds the `Received:` header, folded, ending in CRLF. `for <rcpt>` is
 /// written only when the envelope has exactly one recipient (naming one of
@@ -23,7 +23,7 @@ use crate::envelope::{Client, Envelope, Protocol};
 ///         by mx.example.org (Sluice) with ESMTP id QUEUEID
 ///         for <user@example.org>; Tue, 2 Jan 2024 10:00:00 +0000
 /// ```
-pub fn header(
+pub(crate) fn smtp(
     hostname: &str,
     client: &Client,
     envelope: &Envelope,
@@ -57,6 +57,12 @@ pub fn header(
         _ => out.push_str(&format!(";\r\n\t{date_rfc5322}\r\n")),
     }
     out
+}
+
+/// `Received: by HOST (Sluice, from userid N)\r\n\tid ID; DATE\r\n`, as
+/// Postfix's pickup writes it.
+pub(crate) fn local(hostname: &str, uid: u32, queue_id: &str, date_rfc5322: &str) -> String {
+    format!("Received: by {hostname} (Sluice, from userid {uid})\r\n\tid {queue_id}; {date_rfc5322}\r\n")
 }
 
 /// `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 4.1.3).
@@ -94,7 +100,7 @@ fn strip_controls(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Recipient;
+    use sluice_proto::envelope::Recipient;
 
     fn client(protocol: Protocol) -> Client {
         Client {
@@ -122,7 +128,7 @@ mod tests {
             recipients: vec![rcpt("u@example.org")],
             ..Envelope::default()
         };
-        let h = header("mx.example.org", &client(Protocol::Esmtp), &env, "Q1", DATE);
+        let h = smtp("mx.example.org", &client(Protocol::Esmtp), &env, "Q1", DATE);
         assert_eq!(
             h,
             "Received: from helo.example (host.example [192.0.2.1])\r\n\
@@ -140,7 +146,7 @@ mod tests {
         let mut c = client(Protocol::Smtp);
         c.hostname = None;
         c.addr = "2001:db8::1".parse().unwrap();
-        let h = header("mx", &c, &env, "Q2", DATE);
+        let h = smtp("mx", &c, &env, "Q2", DATE);
         assert_eq!(
             h,
             "Received: from helo.example (unknown [IPv6:2001:db8::1])\r\n\
@@ -158,8 +164,12 @@ mod tests {
         };
         let mut c = client(Protocol::Esmtp);
         c.helo = "x)\r\nX-Evil: 1 (".into();
-        let h = header("mx", &c, &env, "Q3", DATE);
+        let h = smtp("mx", &c, &env, "Q3", DATE);
         assert!(h.starts_with("Received: from x___X-Evil:_1__ (host.example"));
+        assert_eq!(
+            local("mx", 1000, "Q4", DATE),
+            "Received: by mx (Sluice, from userid 1000)\r\n\tid Q4; Tue, 2 Jan 2024 10:00:00 +0000\r\n"
+        );
         assert!(h.contains("with UTF8SMTP id Q3"));
         assert_eq!(h.matches("\r\n").count(), 3);
         for line in h.split("\r\n").skip(1).filter(|l| !l.is_empty()) {

@@ -1,0 +1,158 @@
+//! Unit tests of the door: which steps apply to which source, and that
+//! running them twice changes nothing more.
+use super::*;
+use sluice_proto::envelope::{Client, Protocol, Recipient};
+use std::time::{Duration, UNIX_EPOCH};
+
+fn settings() -> Settings {
+    Settings {
+        hostname: "host.test".into(),
+    }
+}
+
+fn envelope(sender: &str) -> Envelope {
+    Envelope {
+        sender: sender.into(),
+        recipients: vec![Recipient {
+            address: "bob@example.org".into(),
+            notify: None,
+            orcpt: None,
+        }],
+        ..Envelope::default()
+    }
+}
+
+fn entry<'a>(source: &'a Source, envelope: &'a Envelope) -> Entry<'a> {
+    Entry {
+        id: "0H28JOGF4XS009IX0000".parse().expect("id"),
+        arrival: UNIX_EPOCH + Duration::from_secs(1_751_364_000),
+        source,
+        envelope,
+    }
+}
+
+fn text(c: &Cleaned<'_>) -> String {
+    String::from_utf8(c.pieces().concat()).expect("utf8")
+}
+
+#[test]
+fn smtp_gets_received_and_its_content_is_not_copied() {
+    let source = Source::Smtp(Client {
+        addr: "192.0.2.1".parse().expect("ip"),
+        port: 25,
+        hostname: None,
+        helo: "c.example".into(),
+        protocol: Protocol::Esmtp,
+    });
+    let env = envelope("a@example.net");
+    let content = b"Bcc: stays@x\r\nSubject: s\r\n\r\nbody\r\n";
+    let out = clean(
+        &settings(),
+        &entry(&source, &env),
+        &Submitter::default(),
+        content,
+    );
+    assert!(matches!(out.content, Cow::Borrowed(_)));
+    assert_eq!(
+        out.trace,
+        "Received: from c.example (unknown [192.0.2.1])\r\n\
+         \tby host.test (Sluice) with ESMTP id 0H28JOGF4XS009IX0000\r\n\
+         \tfor <bob@example.org>; Tue, 01 Jul 2025 10:00:00 +0000\r\n"
+    );
+    assert!(text(&out).ends_with("Bcc: stays@x\r\nSubject: s\r\n\r\nbody\r\n"));
+}
+
+#[test]
+fn local_gets_every_fix_once_even_when_run_twice() {
+    let source = Source::Local {
+        uid: 1000,
+        user: "joe".into(),
+    };
+    let env = envelope("boss@corp.test");
+    let e = entry(&source, &env);
+    let who = Submitter {
+        trusted: false,
+        full_name: Some("Joe User"),
+    };
+    let content = b"To: bob@example.org\r\nBcc: hidden@x\r\n\r\nhi\r\n";
+    // sendmail fixes the header at submission...
+    let mut header = Header::parse(content);
+    fix_local_header(&settings(), &e, &who, &mut header);
+    let submitted = header.to_bytes();
+    // ...and pickup runs the whole door on the file.
+    let out = clean(&settings(), &e, &Submitter::default(), &submitted);
+    let t = text(&out);
+    assert_eq!(
+        t,
+        "Received: by host.test (Sluice, from userid 1000)\r\n\
+         \tid 0H28JOGF4XS009IX0000; Tue, 01 Jul 2025 10:00:00 +0000\r\n\
+         X-Authentication-Warning: host.test: joe set sender to boss@corp.test using -f\r\n\
+         To: bob@example.org\r\n\
+         From: Joe User <boss@corp.test>\r\n\
+         Date: Tue, 01 Jul 2025 10:00:00 +0000\r\n\
+         Message-ID: <20250701100000.0H28JOGF4XS009IX0000@host.test>\r\n\
+         \r\nhi\r\n"
+    );
+    // A hand-written file gets the same fixes from pickup alone.
+    let alone = clean(&settings(), &e, &Submitter::default(), content);
+    assert!(text(&alone).contains("X-Authentication-Warning: host.test: joe set"));
+    assert!(!text(&alone).contains("hidden"));
+}
+
+#[test]
+fn a_trusted_or_own_sender_gets_no_warning() {
+    let source = Source::Local {
+        uid: 1000,
+        user: "joe".into(),
+    };
+    for (sender, trusted) in [("joe@HOST.test", false), ("boss@corp.test", true)] {
+        let env = envelope(sender);
+        let who = Submitter {
+            trusted,
+            full_name: None,
+        };
+        let out = clean(&settings(), &entry(&source, &env), &who, b"\r\nx\r\n");
+        assert!(!text(&out).contains("X-Authentication-Warning"), "{sender}");
+    }
+    let env = envelope("");
+    let out = clean(
+        &settings(),
+        &entry(&source, &env),
+        &Submitter::default(),
+        b"",
+    );
+    let t = text(&out);
+    assert!(t.contains("set sender to <> using -f"), "{t}");
+    assert!(t.contains("From: MAILER-DAEMON@host.test\r\n"), "{t}");
+}
+
+#[test]
+fn forward_gets_delivered_to_and_nothing_else() {
+    let source = Source::Forward {
+        recipient: "joe@host.test\r\nX-Evil: 1".into(),
+    };
+    let env = envelope("a@example.net");
+    let content = b"Bcc: kept@x\r\n\r\nhi\r\n";
+    let out = clean(
+        &settings(),
+        &entry(&source, &env),
+        &Submitter::default(),
+        content,
+    );
+    assert!(matches!(out.content, Cow::Borrowed(_)));
+    assert_eq!(out.trace, "Delivered-To: joe@host.test??X-Evil:?1\r\n");
+}
+
+#[test]
+fn a_notice_is_not_touched() {
+    let env = envelope("");
+    let content = b"Subject: Undelivered\r\n\r\nx\r\n";
+    let out = clean(
+        &settings(),
+        &entry(&Source::Notice, &env),
+        &Submitter::default(),
+        content,
+    );
+    assert_eq!(out.trace, "");
+    assert_eq!(&out.content[..], content);
+}

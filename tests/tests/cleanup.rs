@@ -1,0 +1,59 @@
+//! End-to-end tests of the door into the queue (crates/cleanup) and of the
+//! queue file versions: the real master, qmgr and agents; next hops are
+//! sinks on loopback.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_e2e::sink::Sink;
+use sluice_e2e::{wait_for, Instance};
+
+/// A queue file written by the previous release (version 1), placed in
+/// `queue/` before the new release starts, is delivered by it: an upgrade
+/// loses no queued mail.
+#[test]
+fn a_version_1_queue_file_is_delivered_after_an_upgrade() {
+    let sink = Sink::start("127.0.0.1");
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"example.org\"], routes: {{ \"example.org\": \"{}\" }},",
+        sink.route()
+    ));
+    let fixture = include_str!("../../crates/spool/tests/fixtures/version-1.queue");
+    assert!(fixture.starts_with("sluice-queue 1\n"));
+    // Only the arrival is made recent (a 2024 arrival would be past the
+    // queue lifetime and bounce); every other byte is the old release's.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let file = fixture.replace(
+        "arrival: 1732831234.123456\n",
+        &format!("arrival: {now}.123456\n"),
+    );
+    let spool = sluice_spool::Spool::new(&sluice.spool_dir);
+    spool.create_layout(None).expect("spool layout");
+    let id = "0H28JOGF4XS009IX0000";
+    std::fs::write(sluice.spool_dir.join("queue").join(id), file).expect("place the v1 file");
+
+    sluice.start();
+    wait_for("the version-1 message at the sink", || sink.count() == 1);
+    let got = &sink.messages()[0];
+    assert_eq!(got.from, "alice@example.net");
+    assert_eq!(got.to, ["bob@example.org", "carol@example.org"]);
+    // The content as stored (the client ends it with CRLF before the dot).
+    assert!(
+        got.data
+            .starts_with(b"Subject: hi\nFrom: alice@example.net\n\nHello.\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got.data)
+    );
+    wait_for("the delivered file to be removed", || {
+        sluice.files_in("queue").is_empty()
+    });
+    assert!(sluice.files_in("corrupt").is_empty());
+    assert_eq!(
+        sluice.log_count(&format!("{id}: removed")),
+        1,
+        "{}",
+        sluice.log()
+    );
+}
