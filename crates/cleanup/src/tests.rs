@@ -31,6 +31,16 @@ fn entry<'a>(source: &'a Source, envelope: &'a Envelope) -> Entry<'a> {
     }
 }
 
+/// The door as an outside caller with no local submitter facts runs it.
+fn run<'c>(source: &Source, env: &Envelope, content: &'c [u8]) -> Cleaned<'c> {
+    clean(
+        &settings(),
+        &entry(source, env),
+        &Submitter::default(),
+        content,
+    )
+}
+
 fn text(c: &Cleaned<'_>) -> String {
     String::from_utf8(c.pieces().concat()).expect("utf8")
 }
@@ -46,12 +56,7 @@ fn smtp_gets_received_and_its_content_is_not_copied() {
     });
     let env = envelope("a@example.net");
     let content = b"Bcc: stays@x\r\nSubject: s\r\n\r\nbody\r\n";
-    let out = clean(
-        &settings(),
-        &entry(&source, &env),
-        &Submitter::default(),
-        content,
-    );
+    let out = run(&source, &env, content);
     assert!(matches!(out.content, Cow::Borrowed(_)));
     assert_eq!(
         out.trace,
@@ -115,12 +120,7 @@ fn a_trusted_or_own_sender_gets_no_warning() {
         assert!(!text(&out).contains("X-Authentication-Warning"), "{sender}");
     }
     let env = envelope("");
-    let out = clean(
-        &settings(),
-        &entry(&source, &env),
-        &Submitter::default(),
-        b"",
-    );
+    let out = run(&source, &env, b"");
     let t = text(&out);
     assert!(t.contains("set sender to <> using -f"), "{t}");
     assert!(t.contains("From: MAILER-DAEMON@host.test\r\n"), "{t}");
@@ -133,12 +133,7 @@ fn forward_gets_delivered_to_and_nothing_else() {
     };
     let env = envelope("a@example.net");
     let content = b"Bcc: kept@x\r\n\r\nhi\r\n";
-    let out = clean(
-        &settings(),
-        &entry(&source, &env),
-        &Submitter::default(),
-        content,
-    );
+    let out = run(&source, &env, content);
     assert!(matches!(out.content, Cow::Borrowed(_)));
     assert_eq!(out.trace, "Delivered-To: joe@host.test??X-Evil:?1\r\n");
 }
@@ -147,12 +142,7 @@ fn forward_gets_delivered_to_and_nothing_else() {
 fn a_notice_is_not_touched() {
     let env = envelope("");
     let content = b"Subject: Undelivered\r\n\r\nx\r\n";
-    let out = clean(
-        &settings(),
-        &entry(&Source::Notice, &env),
-        &Submitter::default(),
-        content,
-    );
+    let out = run(&Source::Notice, &env, content);
     assert_eq!(out.trace, "");
     assert_eq!(&out.content[..], content);
 }
