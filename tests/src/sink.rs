@@ -140,7 +140,7 @@ fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Resu
         let text = String::from_utf8_lossy(&line).trim_end().to_owned();
         let upper = text.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
-            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES".to_owned()
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES".to_owned()
         } else if upper.starts_with("HELO") {
             "250 sink.test".to_owned()
         } else if upper.starts_with("MAIL FROM:") {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_e2e::sink::Sink;
-use sluice_e2e::{message, send_with_python, wait_for, Instance, Mail};
+use sluice_e2e::{message, send_with_python, wait_for, Instance, Mail, Raw};
 
 /// dnsmasq in the foreground, on 127.0.0.1 and a port of its own; killed
 /// when dropped.
@@ -468,4 +468,48 @@ fn servfail_and_timeouts_defer_while_other_domains_are_delivered() {
     assert!(!listing.contains("c@fine.test"), "{listing}");
     assert_eq!(bounces.count(), 0, "DNS failures never bounce");
     assert_eq!(sluice.files_in("queue").len(), 2);
+}
+
+/// Issue 9 defect 16: `x@bücher.test` under SMTPUTF8 is routed by its
+/// A-labels (`xn--bcher-kva.test`, MX from DNS) and delivered, with the
+/// address as the client wrote it; a domain without an ASCII form is
+/// refused at RCPT.
+#[test]
+fn an_international_domain_is_delivered_through_its_a_label_mx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port("127.0.0.2");
+    let dns = Dnsmasq::start(
+        dir.path(),
+        "mx-host=xn--bcher-kva.test,mx.xn--bcher-kva.test,10\n\
+         host-record=mx.xn--bcher-kva.test,127.0.0.2",
+    );
+    let mx = sink_at("127.0.0.2", port);
+    let bounces = Sink::start("127.0.0.1");
+    let mut sluice = sluice(dns.addr, port, &bounces, &["xn--bcher-kva.test"]);
+    let addr = sluice.start();
+    let mut client = Raw::connect(addr);
+    assert!(client.command("EHLO client.test").contains("SMTPUTF8"));
+    let mail = client.command("MAIL FROM:<sender@client.test> SMTPUTF8");
+    assert!(mail.starts_with("250"), "{mail}");
+    let rcpt = client.command("RCPT TO:<x@Bücher.test>");
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    let bad = client.command("RCPT TO:<y@\u{301}bücher.test>");
+    assert!(bad.starts_with("501 5.1.3"), "{bad}");
+    assert!(client.command("DATA").starts_with("354"));
+    client.send(&message("idna", &["hello"]));
+    let queued = client.command(".");
+    assert!(queued.starts_with("250"), "{queued}");
+    wait_for("the mail at the MX of the A-label", || mx.count() == 1);
+    assert_eq!(recipients(&mx), ["x@Bücher.test"]);
+    wait_for("the delivery to be logged", || {
+        sluice.log_count("status=sent") == 1
+    });
+    assert!(
+        sluice
+            .log()
+            .contains(&format!("relay=mx.xn--bcher-kva.test[127.0.0.2]:{port}")),
+        "{}",
+        sluice.log()
+    );
+    assert_eq!(bounces.count(), 0);
 }

@@ -248,6 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn international_names_are_asked_in_their_a_labels() {
+        assert_eq!(name_text(&name("Bücher.example.")), "xn--bcher-kva.example");
+        assert_eq!(
+            name_text(&name("mx.xn--bcher-kva.example")),
+            "mx.xn--bcher-kva.example"
+        );
+        let (_, wire) = build_query(&name("bücher.example"), RecordType::MX).expect("a query");
+        let needle = b"\x0dxn--bcher-kva\x07example\x00";
+        assert!(
+            wire.windows(needle.len()).any(|w| w == needle),
+            "the question goes out in A-labels"
+        );
+    }
+
+    #[test]
     fn a_query_asks_one_recursive_question_with_edns() {
         let (q, bytes) = build_query(&name("Example.Test"), RecordType::MX).unwrap();
         let m = Message::from_vec(&bytes).unwrap();

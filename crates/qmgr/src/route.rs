@@ -21,14 +21,11 @@ pub(crate) struct Route {
     pub(crate) next_hop: String,
 }
 
-/// The domain of an address: after the last `@`, lower case, no trailing dot.
+/// The domain of an address, after the last `@`, as routing compares it
+/// (`sluice_proto::domain::normalize`: A-labels, lower case, no trailing
+/// dot), so that `x@bücher.example` goes to `xn--bcher-kva.example`.
 pub(crate) fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .unwrap_or("")
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
+    sluice_proto::domain::normalize(address.rsplit_once('@').map_or("", |(_, d)| d))
 }
 
 /// Resolves one recipient. An address without a domain (`<postmaster>`,
@@ -100,6 +97,16 @@ mod tests {
         assert_eq!(resolve(&c, "a@far.test").next_hop, "smarthost.test:587");
         let no_smarthost = config(r#"( relay_domains: ["relay.test"] )"#);
         assert_eq!(resolve(&no_smarthost, "a@far.test").next_hop, "far.test");
+    }
+
+    #[test]
+    fn international_domains_route_by_their_a_labels() {
+        let c = config(r#"( routes: { "xn--bcher-kva.example": "[127.0.0.1]:2526" } )"#);
+        let r = resolve(&c, "x@Bücher.example");
+        assert_eq!(r.domain, "xn--bcher-kva.example");
+        assert_eq!(r.next_hop, "[127.0.0.1]:2526");
+        let dns = resolve(&config("()"), "x@例え.テスト");
+        assert_eq!(dns.next_hop, "xn--r8jz45g.xn--zckzah");
     }
 
     #[test]

@@ -142,6 +142,18 @@ pub(crate) fn plan(next_hop: &str, ctx: &RouteContext) -> Result<Plan, Stop> {
 
 /// [`plan`] with the DNS answers from `dns`.
 fn plan_with(next_hop: &str, ctx: &RouteContext, dns: &dyn Lookup) -> Result<Plan, Stop> {
+    // The queue manager hands out a domain in its A-labels; a job routed
+    // by an older one may still carry U-labels.
+    let ascii;
+    let next_hop = if next_hop.is_ascii() {
+        next_hop
+    } else {
+        ascii = sluice_proto::domain::to_ascii(next_hop).map_err(|e| Stop {
+            dsn: "5.1.2",
+            reason: format!("bad destination domain: {e}"),
+        })?;
+        ascii.as_str()
+    };
     let hop = next_hop.parse::<NextHop>().map_err(|e| Stop {
         dsn: "4.3.5",
         reason: format!("bad next hop: {e}"),
@@ -534,6 +546,20 @@ mod tests {
             names(plan_with("example.test:2600", &ctx(), &dns))[0],
             "mx1.example.test=127.0.0.2:2600"
         );
+    }
+
+    #[test]
+    fn international_next_hops_are_looked_up_by_their_a_labels() {
+        let dns = Table::default()
+            .mx("xn--bcher-kva.example", &[(10, "mx.xn--bcher-kva.example")])
+            .ip("mx.xn--bcher-kva.example", &["127.0.0.2"]);
+        assert_eq!(
+            names(plan_with("Bücher.example", &ctx(), &dns)),
+            ["mx.xn--bcher-kva.example=127.0.0.2:2525"]
+        );
+        let bad = plan_with("bü_cher.example", &ctx(), &dns).unwrap_err();
+        assert_eq!(bad.dsn, "5.1.2", "{}", bad.reason);
+        assert!(bad.is_bounce());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
     strip_keyword, Ask, BareNewline, Commit, Event, Output, Pending, Session, State, Transaction,
 };
 use crate::address::{self, Domain, Path};
-use crate::domain::is_in_list;
+use crate::domain::{self, is_in_list};
 use crate::envelope::{BodyType, Client, Envelope, Recipient};
 use crate::reply;
 
@@ -114,6 +114,15 @@ impl Session {
                 if !mailbox.is_ascii() && !smtputf8 {
                     let r = reply::utf8_not_declared();
                     return self.reject(v, &r, Some(mailbox.address()), now);
+                }
+                if let Domain::Name(d) = &mailbox.domain {
+                    // Routing and DNS use the A-labels: a name without
+                    // them could never be delivered.
+                    if domain::to_ascii(d).is_err() {
+                        let why = "international domain name without an ASCII form (IDNA)";
+                        let r = reply::bad_recipient(why);
+                        return self.reject(v, &r, Some(mailbox.address()), now);
+                    }
                 }
                 let local = matches!(&mailbox.domain,
                     Domain::Name(d) if is_in_list(&self.config.local_domains, d));
