@@ -350,3 +350,56 @@ fn etrn_flushes_a_relay_domain_now() {
         sink.count() == 1
     });
 }
+
+/// Issue 9 defect 17: a 10,000-octet header line (and a longer body line)
+/// is accepted, not bounced with 550 5.6.0, and relayed with every line on
+/// the wire within RFC 5321's 1000 octets (CRLF included): broken with
+/// CRLF SPACE, as Postfix does, so that unfolding gives the header back.
+#[test]
+fn a_10000_octet_header_line_is_accepted_and_relayed_in_lines_of_1000() {
+    let sink = Sink::start("127.0.0.1");
+    let bounces = Sink::start("127.0.0.1");
+    let mut sluice = relay(&sink, &bounces.route(), "");
+    let addr = sluice.start();
+    let long_value = "w".repeat(10_000 - "X-Long: ".len());
+    let body_line = "b".repeat(25_000);
+    let data = format!(
+        "From: sender@client.test\r\nTo: r@relay.test\r\nSubject: long\r\n\
+         X-Long: {long_value}\r\n\r\n{body_line}\r\nend\r\n"
+    );
+    let sent = Mail {
+        from: "sender@client.test".into(),
+        to: vec!["r@relay.test".into()],
+        data: data.into_bytes(),
+    };
+    let outcomes = send_with_python(addr, 1, &[sent]);
+    assert!(outcomes.iter().all(|o| o.ok), "{outcomes:?}");
+    wait_for("the message at the sink", || sink.count() == 1);
+    let got = String::from_utf8(sink.messages()[0].data.clone()).expect("ascii");
+    let lines: Vec<&str> = got.split("\r\n").collect();
+    let longest = lines.iter().map(|l| l.len()).max().unwrap_or(0);
+    assert!(longest <= 998, "a line of {longest} octets went out");
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("X-Long: "))
+        .expect("the header");
+    let mut unfolded = lines[start].to_owned();
+    for l in &lines[start + 1..] {
+        match l.strip_prefix(' ') {
+            Some(rest) => unfolded.push_str(rest),
+            None => break,
+        }
+    }
+    assert_eq!(unfolded, format!("X-Long: {long_value}"));
+    let body_start = lines.iter().position(|l| l.starts_with('b')).expect("body");
+    let body: String = lines[body_start..]
+        .iter()
+        .take_while(|l| l.starts_with('b') || l.starts_with(" b"))
+        .map(|l| l.trim_start_matches(' '))
+        .collect();
+    assert_eq!(body, body_line);
+    wait_for("the delivery to be logged", || {
+        sluice.log_count("status=sent") == 1
+    });
+    assert_eq!(bounces.count(), 0);
+}

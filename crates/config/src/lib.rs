@@ -133,8 +133,11 @@ pub struct Smtpd {
     pub max_message_size: u64,
     /// Most recipients per message. Default 1000.
     pub max_recipients: usize,
-    /// Longest text line in DATA, in bytes. Default 4096; at least 1000
-    /// (RFC 5321 4.5.3.1.6).
+    /// Longest text line accepted in a message, in bytes, CRLF excluded.
+    /// Default 1048576 (1 MiB); at least 1000 (RFC 5321 4.5.3.1.6). Lines
+    /// over RFC 5321's 1000 octets are accepted, as Postfix accepts them,
+    /// and broken with CRLF SPACE when relayed, so that no line over 1000
+    /// octets goes out.
     pub max_line_length: usize,
     /// Errors in one session before it is closed. Default 20.
     pub max_errors: u32,
@@ -192,7 +195,7 @@ impl Default for Smtpd {
             ],
             max_message_size: 52_428_800,
             max_recipients: 1000,
-            max_line_length: 4096,
+            max_line_length: 1_048_576,
             max_errors: 20,
             max_connections: 1000,
             client_connection_limit: 50,

@@ -12,9 +12,17 @@
 //! session; the free functions are for whole buffers, and [`Stuffer`]
 //! stuffs an outgoing message in chunks (the client session).
 //!
+//! Sluice accepts text lines longer than RFC 5321's 1000 octets (up to
+//! `smtpd.max_line_length`, as Postfix accepts them), but never sends one:
+//! [`Stuffer`] breaks a line longer than [`MAX_WIRE_LINE`] octets by
+//! inserting CRLF and a space, as Postfix's `smtp_line_length_limit` does
+//! (in a header that is a folded continuation line; the space keeps a piece
+//! of a body line from reading as a MIME boundary or a stuffed dot).
+//!
 //! # Must never
 //! Produce stuffed content in which a `.` that starts a line is followed by
-//! anything but another `.`.
+//! anything but another `.`, or, from [`Stuffer`], a line of more than
+//! [`MAX_WIRE_LINE`] octets before its CRLF (the stuffing dot included).
 //!
 //! # Errors
 //! None.
@@ -64,15 +72,23 @@ pub fn data_terminator(content: &[u8]) -> &'static [u8] {
     }
 }
 
+/// The longest line [`Stuffer`] puts on the wire, CRLF excluded (RFC 5321
+/// 4.5.3.1.6: 1000 octets with the CRLF).
+pub const MAX_WIRE_LINE: usize = 998;
+
 /// Dot-stuffs a message piece by piece, so that a large message is never
 /// copied whole: each call to [`Stuffer::next_chunk`] appends the stuffed
 /// form of the next part of the content, and at the end the DATA
-/// terminator ([`data_terminator`]). The concatenation of all chunks is
-/// `dot_stuff(content) + data_terminator(content)`.
+/// terminator ([`data_terminator`]). A line longer than [`MAX_WIRE_LINE`]
+/// is broken with CRLF SPACE. For content without such lines the
+/// concatenation of all chunks is `dot_stuff(content) +
+/// data_terminator(content)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stuffer {
     offset: usize,
     at_line_start: bool,
+    /// Octets of the current wire line so far (stuffing dot included).
+    line_len: usize,
     finished: bool,
 }
 
@@ -88,6 +104,7 @@ impl Stuffer {
         Stuffer {
             offset: 0,
             at_line_start: true,
+            line_len: 0,
             finished: false,
         }
     }
@@ -104,12 +121,28 @@ impl Stuffer {
         let end = start.saturating_add(max.max(1)).min(content.len());
         let piece = &content[start..end];
         out.reserve(piece.len() + piece.len() / 64 + 8);
-        for &b in piece {
+        for (i, &b) in piece.iter().enumerate() {
+            let line_end = b == b'\n' || (b == b'\r' && content.get(start + i + 1) == Some(&b'\n'));
+            if line_end {
+                out.push(b);
+                if b == b'\n' {
+                    self.line_len = 0;
+                    self.at_line_start = true;
+                }
+                continue;
+            }
+            if self.line_len >= MAX_WIRE_LINE {
+                out.extend_from_slice(b"\r\n ");
+                self.line_len = 1;
+                self.at_line_start = false;
+            }
             if self.at_line_start && b == b'.' {
                 out.push(b'.');
+                self.line_len += 1;
             }
             out.push(b);
-            self.at_line_start = b == b'\n';
+            self.line_len += 1;
+            self.at_line_start = false;
         }
         self.offset = end;
         if end == content.len() {
@@ -166,5 +199,50 @@ mod tests {
         let mut out = Vec::new();
         assert!(Stuffer::new().next_chunk(b"", 10, &mut out));
         assert_eq!(out, b".\r\n");
+    }
+
+    fn stuffed_in_chunks(content: &[u8], max: usize) -> Vec<u8> {
+        let mut s = Stuffer::new();
+        let mut out = Vec::new();
+        while !s.next_chunk(content, max, &mut out) {}
+        out
+    }
+
+    #[test]
+    fn long_lines_are_broken_with_crlf_space_at_998_octets() {
+        let long = "x".repeat(2500);
+        let content = format!("Subject: {long}\r\n\r\n.{long}\r\nshort\r\n");
+        for max in [1, 7, 998, 999, 64 * 1024] {
+            let out = stuffed_in_chunks(content.as_bytes(), max);
+            let text = String::from_utf8(out).expect("ascii");
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert!(lines.iter().all(|l| l.len() <= MAX_WIRE_LINE), "max {max}");
+            assert_eq!(lines[0].len(), 998);
+            assert!(lines[1].starts_with(' ') && lines[1].len() == 998);
+            assert!(lines[2].starts_with(' '));
+            // Unfolding gives the header back.
+            let header: String = lines[..3]
+                .iter()
+                .map(|l| l.strip_prefix(' ').unwrap_or(l))
+                .collect();
+            assert_eq!(header, format!("Subject: {long}"));
+            // The body line keeps its stuffing dot, counted in its length.
+            let body = lines
+                .iter()
+                .position(|l| l.starts_with(".."))
+                .expect("stuffed");
+            assert_eq!(lines[body].len(), 998);
+            assert!(lines[body + 1].starts_with(" x"));
+            assert_eq!(*lines.last().expect("end"), "");
+            assert!(text.ends_with("\r\nshort\r\n.\r\n"));
+        }
+    }
+
+    #[test]
+    fn a_line_of_exactly_998_octets_is_left_alone() {
+        let content = format!("{}\r\n{}", "a".repeat(998), "b".repeat(999));
+        let out = stuffed_in_chunks(content.as_bytes(), 100);
+        let want = format!("{}\r\n{}\r\n b\r\n.\r\n", "a".repeat(998), "b".repeat(998));
+        assert_eq!(String::from_utf8(out).expect("ascii"), want);
     }
 }

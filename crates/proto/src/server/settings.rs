@@ -26,7 +26,10 @@ pub enum BareNewline {
 /// Limits enforced by the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest text line in a message, CRLF excluded. Default 4096.
+    /// Longest text line in a message, CRLF excluded: longer ones get
+    /// `550 5.6.0` at the end of the content. Default 1048576 (lines over
+    /// RFC 5321's 1000 octets are accepted; the client breaks them on the
+    /// way out, see [`crate::data::Stuffer`]).
     pub max_line_length: usize,
     /// Advertised with SIZE; enforced at MAIL (SIZE=) and at the end of the
     /// content. Default 52428800 (50 MiB).
@@ -46,7 +49,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_line_length: 4096,
+            max_line_length: 1_048_576,
             max_message_size: 52_428_800,
             max_recipients: 1000,
             max_errors: 20,
