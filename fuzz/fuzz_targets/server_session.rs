@@ -1,19 +1,27 @@
 //! Fuzzes the SMTP server session with arbitrary input cut at arbitrary
-//! points, answering every ask, and checks it never panics and keeps its
-//! promises: output is whole reply lines, nothing after Close, and a
-//! `queued as` reply only for a `Verdict::Queued` the driver gave.
+//! points, answering every ask late, as smtpd does (the commit thread, the
+//! recipient lookup and the checks answer after other events), and checks
+//! it never panics and keeps its promises: output is whole reply lines,
+//! nothing after Close, nothing while an ask is out, and a `queued as`
+//! reply only for a `CommitAnswer::Queued` the driver gave.
 //!
 //! Input bytes are biased through an alphabet (as smtp-proto's fuzzer does)
 //! so that short inputs reach deep states: 0x80..=0x9F stand for SMTP
 //! fragments, 0xFF cuts the input, 0xFE lets time pass, 0xFD asks for
-//! shutdown; other bytes are themselves. The first byte picks the settings.
+//! shutdown, 0xFC answers the ask that is out (input, timeouts and
+//! shutdown before it arrive while it is pending); other bytes are
+//! themselves. The first byte picks the settings.
 #![no_main]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sluice_proto::server::{Ask, BareNewline, Config, Limits, Output, Peer, Session, Verdict};
+use sluice_proto::reply::{Enhanced, Reply};
+use sluice_proto::server::{
+    Ask, BareNewline, CheckAnswer, CommitAnswer, Config, EtrnAnswer, Limits, Output, Peer,
+    Session,
+};
 
 const ALPHABET: [&[u8]; 32] = [
     b"HELO x\r\n",
@@ -74,7 +82,7 @@ fn config(flags: u8) -> Config {
         },
         vrfy_enabled: flags & 4 != 0,
         expn_enabled: flags & 8 != 0,
-        check_local_recipients: flags & 16 != 0,
+        checks: flags & 0x20 != 0,
     }
 }
 
@@ -86,6 +94,8 @@ struct Driver {
     queued_seen: usize,
     answers: usize,
     partial: Vec<u8>,
+    /// The ask that is out, answered at the next 0xFC (or at the end).
+    pending: Option<Ask>,
 }
 
 impl Driver {
@@ -110,24 +120,10 @@ impl Driver {
                     assert!(self.queued_seen <= self.queued_given, "250 without Queued");
                 }
                 Output::Ask(ask) => {
-                    self.answers += 1;
-                    let v = match ask {
-                        Ask::Commit(_) if self.answers % 3 == 0 => Verdict::TempFail,
-                        Ask::Commit(_) => {
-                            self.queued_given += 1;
-                            Verdict::Queued {
-                                queue_id: format!("Q{}", self.answers),
-                            }
-                        }
-                        Ask::Etrn { .. } if self.answers % 2 == 0 => Verdict::EtrnUnavailable,
-                        Ask::Etrn { .. } => Verdict::EtrnStarted,
-                        Ask::CheckRecipient { .. } => match self.answers % 3 {
-                            0 => Verdict::RecipientKnown,
-                            1 => Verdict::RecipientUnknown,
-                            _ => Verdict::RecipientUnavailable,
-                        },
-                    };
-                    self.session.handle_verdict(v, self.now);
+                    assert!(self.pending.is_none(), "two asks out");
+                    assert!(!self.session.wants_input());
+                    assert_eq!(self.session.poll_timeout(), None);
+                    self.pending = Some(ask);
                 }
                 Output::Log(_) => {}
                 Output::Close => {
@@ -137,6 +133,36 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+impl Driver {
+    /// Answers the ask that is out, if any; every kind of answer in turn.
+    fn answer(&mut self) {
+        let Some(ask) = self.pending.take() else {
+            return;
+        };
+        self.answers += 1;
+        let n = self.answers;
+        match ask {
+            Ask::Commit(_) if n % 3 == 0 => self.session.handle_commit(CommitAnswer::TempFail, self.now),
+            Ask::Commit(_) => {
+                self.queued_given += 1;
+                let queue_id = format!("Q{n}");
+                self.session.handle_commit(CommitAnswer::Queued { queue_id }, self.now);
+            }
+            Ask::Etrn { .. } if n % 2 == 0 => self.session.handle_etrn(EtrnAnswer::Unavailable, self.now),
+            Ask::Etrn { .. } => self.session.handle_etrn(EtrnAnswer::Started, self.now),
+            Ask::Check(_) => {
+                let answer = match n % 4 {
+                    0 => CheckAnswer::Reject(Reply::new(550, Some(Enhanced::new(5, 7, 1)), "no")),
+                    1 => CheckAnswer::Reject(Reply::new(451, Some(Enhanced::new(4, 3, 0)), "later")),
+                    _ => CheckAnswer::Accept,
+                };
+                self.session.handle_check(answer, self.now);
+            }
+        }
+        self.pump();
     }
 }
 
@@ -159,6 +185,7 @@ fuzz_target!(|data: &[u8]| {
         queued_seen: 0,
         answers: 0,
         partial: Vec::new(),
+        pending: None,
     };
     d.pump();
     let mut chunk = Vec::new();
@@ -179,11 +206,17 @@ fuzz_target!(|data: &[u8]| {
                 d.session.handle_shutdown(d.now);
                 d.pump();
             }
+            0xFC => d.answer(),
             _ => chunk.push(b),
         }
     }
     d.session.handle_input(&chunk, d.now);
     d.pump();
+    // Every ask is answered in the end (smtpd's asks table gives a default
+    // answer at the deadline): the session goes on until no ask is out.
+    while d.pending.is_some() {
+        d.answer();
+    }
     if let Some(t) = d.session.poll_timeout() {
         d.session.handle_timeout(t);
         d.pump();

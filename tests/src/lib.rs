@@ -104,8 +104,14 @@ impl Instance {
                 silent_udp_port()
             )
         };
+        // Two smtpd processes unless the test asks for its own number.
+        let processes = if smtpd_extra.contains("processes:") {
+            ""
+        } else {
+            "processes: 2, "
+        };
         let config = format!(
-            "(\n    hostname: \"mx.sluice.test\",\n    spool_dir: {spool:?},\n    run_dir: {run:?},\n    daemon_dir: {bin:?},\n    user: {user:?},\n    smtpd: (listen: [\"127.0.0.1:0\"], processes: 2, stop_timeout: \"5s\", {smtpd_extra}),\n    {dns}\n    {extra}\n)\n",
+            "(\n    hostname: \"mx.sluice.test\",\n    spool_dir: {spool:?},\n    run_dir: {run:?},\n    daemon_dir: {bin:?},\n    user: {user:?},\n    smtpd: (listen: [\"127.0.0.1:0\"], {processes}stop_timeout: \"5s\", {smtpd_extra}),\n    {dns}\n    {extra}\n)\n",
             spool = spool_dir,
             run = run_dir,
             bin = bin_dir(),

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use sluice_proto::data::{data_terminator, dot_stuff, dot_unstuff};
-use sluice_proto::server::{Ask, Config, Output, Peer, Session, Verdict};
+use sluice_proto::server::{
+    Ask, CheckAnswer, CommitAnswer, Config, EtrnAnswer, Output, Peer, Session,
+};
 
 #[allow(clippy::disallowed_methods)] // the test supplies the clock
 fn start() -> Instant {
@@ -45,12 +47,10 @@ fn play(pieces: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>) {
                 Output::Ask(Ask::Commit(c)) => {
                     commits.push(c.content);
                     let queue_id = format!("Q{}", commits.len());
-                    s.handle_verdict(Verdict::Queued { queue_id }, now);
+                    s.handle_commit(CommitAnswer::Queued { queue_id }, now);
                 }
-                Output::Ask(Ask::Etrn { .. }) => s.handle_verdict(Verdict::EtrnStarted, now),
-                Output::Ask(Ask::CheckRecipient { .. }) => {
-                    s.handle_verdict(Verdict::RecipientKnown, now);
-                }
+                Output::Ask(Ask::Etrn { .. }) => s.handle_etrn(EtrnAnswer::Started, now),
+                Output::Ask(Ask::Check(_)) => s.handle_check(CheckAnswer::Accept, now),
                 Output::Log(_) | Output::Close => {}
             }
         }

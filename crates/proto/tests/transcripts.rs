@@ -15,11 +15,15 @@
 //!   text` sends the escaped `text` N times. Consecutive client lines form
 //!   one chunk of input (a pipelined group).
 //! - `S: line` the next line the server sent must be `line`.
-//! - `!verdict queued ID|tempfail|etrn-started|etrn-unavailable|known|
-//!   unknown|unavailable` answers the oldest ask; `!content TEXT` (escaped),
-//!   `!sender A`, `!rcpts A B ..`, `!etrn D`, `!check ADDRESS` check it
-//!   first. `!no-ask` checks no ask is out. `!check_local on` turns on
-//!   `Config::check_local_recipients`.
+//! - `!verdict queued ID|tempfail` answers the oldest ask (a commit),
+//!   `!verdict etrn-started|etrn-unavailable` an ETRN; `!content TEXT`
+//!   (escaped), `!sender A`, `!rcpts A B ..`, `!etrn D` check it first.
+//!   `!checks on` turns on `Config::checks`; then `!check STAGE [ADDRESS]`
+//!   checks that the oldest ask is the check of STAGE (`connect`, `helo`,
+//!   `mail`, `rcpt`, `data`, `end-of-data`), for ADDRESS at RCPT (`local`
+//!   after it: a local recipient), and `!answer accept` or
+//!   `!answer reject CODE X.Y.Z TEXT` answers it. `!no-ask` checks no ask
+//!   is out.
 //! - `!advance SECONDS`, `!timeout` (calls `handle_timeout`), `!shutdown`.
 //! - `!closed` / `!open`; `!stats TEXT` checks the command counters;
 //!   `!log TEXT` checks that some log event's debug form contains TEXT;
@@ -36,7 +40,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_proto::server::{Ask, BareNewline, Config, Output, Peer, Session, Verdict};
+use sluice_proto::reply::{Enhanced, Reply};
+use sluice_proto::server::{
+    Ask, BareNewline, CheckAnswer, CommitAnswer, Config, EtrnAnswer, Output, Peer, Session, Stage,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Split {
@@ -243,8 +250,8 @@ fn run(path: &Path, split: Split) -> Vec<String> {
                     r.config.expn_enabled = arg == "on";
                     true
                 }
-                "!check_local" => {
-                    r.config.check_local_recipients = arg == "on";
+                "!checks" => {
+                    r.config.checks = arg == "on";
                     true
                 }
                 "!limit" => {
@@ -279,22 +286,44 @@ fn run(path: &Path, split: Split) -> Vec<String> {
         let (word, arg) = line.split_once(' ').unwrap_or((line, ""));
         match word {
             "!verdict" => {
-                let v = match arg.split_once(' ').unwrap_or((arg, "")) {
-                    ("queued", id) => Verdict::Queued {
-                        queue_id: id.into(),
-                    },
-                    ("tempfail", _) => Verdict::TempFail,
-                    ("etrn-started", _) => Verdict::EtrnStarted,
-                    ("etrn-unavailable", _) => Verdict::EtrnUnavailable,
-                    ("known", _) => Verdict::RecipientKnown,
-                    ("unknown", _) => Verdict::RecipientUnknown,
-                    ("unavailable", _) => Verdict::RecipientUnavailable,
-                    other => panic!("{ctx}: bad verdict {other:?}"),
-                };
                 r.ask();
                 r.asks.pop_front();
                 let now = r.now;
-                r.session().handle_verdict(v, now);
+                match arg.split_once(' ').unwrap_or((arg, "")) {
+                    ("queued", id) => r.session().handle_commit(
+                        CommitAnswer::Queued {
+                            queue_id: id.into(),
+                        },
+                        now,
+                    ),
+                    ("tempfail", _) => r.session().handle_commit(CommitAnswer::TempFail, now),
+                    ("etrn-started", _) => r.session().handle_etrn(EtrnAnswer::Started, now),
+                    ("etrn-unavailable", _) => {
+                        r.session().handle_etrn(EtrnAnswer::Unavailable, now);
+                    }
+                    other => panic!("{ctx}: bad verdict {other:?}"),
+                }
+                r.drain();
+            }
+            "!answer" => {
+                let answer = match arg.split_once(' ').unwrap_or((arg, "")) {
+                    ("accept", _) => CheckAnswer::Accept,
+                    ("reject", reply) => {
+                        let (code, rest) = reply.split_once(' ').unwrap();
+                        let (enhanced, text) = rest.split_once(' ').unwrap();
+                        let e: Vec<u16> = enhanced.split('.').map(|n| n.parse().unwrap()).collect();
+                        CheckAnswer::Reject(Reply::new(
+                            code.parse().unwrap(),
+                            Some(Enhanced::new(e[0] as u8, e[1], e[2])),
+                            text,
+                        ))
+                    }
+                    other => panic!("{ctx}: bad answer {other:?}"),
+                };
+                assert!(matches!(r.ask(), Ask::Check(_)), "{ctx}: {:?}", r.ask());
+                r.asks.pop_front();
+                let now = r.now;
+                r.session().handle_check(answer, now);
                 r.drain();
             }
             "!content" => match r.ask() {
@@ -334,7 +363,21 @@ fn run(path: &Path, split: Split) -> Vec<String> {
                 other => panic!("{ctx}: {other:?}"),
             },
             "!check" => match r.ask() {
-                Ask::CheckRecipient { address } => assert_eq!(address, arg, "{ctx}"),
+                Ask::Check(c) => {
+                    let mut words = arg.split(' ');
+                    let stage = match words.next().unwrap() {
+                        "connect" => Stage::Connect,
+                        "helo" => Stage::Helo,
+                        "mail" => Stage::Mail,
+                        "rcpt" => Stage::Rcpt,
+                        "data" => Stage::Data,
+                        "end-of-data" => Stage::EndOfData,
+                        other => panic!("{ctx}: bad stage {other}"),
+                    };
+                    assert_eq!(c.stage, stage, "{ctx}");
+                    assert_eq!(c.recipient.as_deref(), words.next(), "{ctx}");
+                    assert_eq!(c.local, words.next() == Some("local"), "{ctx}");
+                }
                 other => panic!("{ctx}: {other:?}"),
             },
             "!no-ask" => assert!(r.asks.is_empty(), "{ctx}: unexpected ask {:?}", r.asks),

@@ -5,7 +5,7 @@
 //!
 //! # Must never
 //! Answer 250 to a message before its maildrop file is committed (the
-//! session only says 250 to [`Verdict::Queued`]), or let the MAIL FROM of
+//! session only says 250 to [`CommitAnswer::Queued`]), or let the MAIL FROM of
 //! an untrusted user pass without the `X-Authentication-Warning:` that
 //! `-f` would add.
 //!
@@ -23,7 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use sluice_proto::server::{Ask, BareNewline, Config, Limits, Output, Peer, Session, Verdict};
+use sluice_proto::server::{
+    Ask, BareNewline, CheckAnswer, CommitAnswer, Config, EtrnAnswer, Limits, Output, Peer, Session,
+};
 use sluice_spool::QueueId;
 
 use crate::submit::Context;
@@ -60,24 +62,24 @@ pub(crate) fn serve(
                     output.flush()?;
                 }
                 Output::Ask(Ask::Commit(commit)) => {
-                    let verdict = match queue(ctx, commit.envelope, &commit.content) {
-                        Ok(id) => Verdict::Queued {
+                    let answer = match queue(ctx, commit.envelope, &commit.content) {
+                        Ok(id) => CommitAnswer::Queued {
                             queue_id: id.to_string(),
                         },
                         Err(e) => {
                             eprintln!("sluice-sendmail: {}", e.text);
-                            Verdict::TempFail
+                            CommitAnswer::TempFail
                         }
                     };
-                    session.handle_verdict(verdict, Instant::now());
+                    session.handle_commit(answer, Instant::now());
                 }
                 Output::Ask(Ask::Etrn { .. }) => {
-                    session.handle_verdict(Verdict::EtrnUnavailable, Instant::now());
+                    session.handle_etrn(EtrnAnswer::Unavailable, Instant::now());
                 }
-                // Nothing else is asked with these settings; an ask not
-                // understood is answered as a failure, never a success.
-                #[allow(unreachable_patterns)]
-                Output::Ask(_) => session.handle_verdict(Verdict::TempFail, Instant::now()),
+                // Not asked with `checks: false`; nothing to check here.
+                Output::Ask(Ask::Check(_)) => {
+                    session.handle_check(CheckAnswer::Accept, Instant::now());
+                }
                 Output::Log(_) => {}
                 Output::Close => return Ok(()),
             }

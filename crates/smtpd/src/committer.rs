@@ -5,7 +5,10 @@
 //! directory fsync instead of paying for each alone (see
 //! `Spool::commit_batch`). The event loop hands it finished messages and
 //! goes on serving other sessions; results come back through a channel and
-//! a `mio::Waker`.
+//! a `mio::Waker`. Its answers are routed by (connection, ask id): a late
+//! one, for a connection gone or an ask that passed its deadline, is
+//! dropped by the loop (the file stands: a duplicate at worst, never a
+//! loss).
 //!
 //! # Must never
 //! Report a message committed before `Spool::commit_batch` said so for that
@@ -17,41 +20,58 @@
 
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Token, Waker};
 use sluice_cleanup::{Cleaned, Entry, Settings, Submitter};
 use sluice_proto::envelope::{Client, Envelope};
+use sluice_proto::server::{Commit, CommitAnswer};
 use sluice_spool::{Message, QueueId, Source, Spool};
+
+use crate::asks::{AskId, Asks};
+
+/// How long a commit may take before the session is told 451.
+const DEADLINE: Duration = Duration::from_secs(600);
 
 /// Most messages in one batch.
 const MAX_BATCH: usize = 256;
 
 /// A message to make durable.
-pub(crate) struct Request {
-    /// The connection that waits for the answer.
-    pub(crate) token: Token,
-    pub(crate) id: QueueId,
-    pub(crate) arrival: SystemTime,
-    pub(crate) client: Client,
-    pub(crate) envelope: Envelope,
+struct Request {
+    /// The connection that waits for the answer, and its ask.
+    token: Token,
+    ask: AskId,
+    id: QueueId,
+    arrival: SystemTime,
+    client: Client,
+    envelope: Envelope,
     /// As received, before cleanup.
-    pub(crate) content: Vec<u8>,
+    content: Vec<u8>,
 }
 
 /// The answer for one request.
-pub(crate) struct Done {
-    pub(crate) token: Token,
-    pub(crate) id: QueueId,
-    pub(crate) client: Client,
+struct Done {
+    token: Token,
+    ask: AskId,
+    id: QueueId,
+    client: Client,
     /// `Ok` only when the file and its directory entry are on disk.
-    pub(crate) result: Result<(), String>,
+    result: Result<(), String>,
+}
+
+/// A commit the thread finished.
+pub(crate) struct Finished {
+    /// The connection to answer; `None` if it left or was answered at the
+    /// deadline (the file stands: a duplicate at worst, never a loss).
+    pub(crate) token: Option<Token>,
+    pub(crate) answer: CommitAnswer,
 }
 
 /// The event loop's handle on the commit thread.
 pub(crate) struct Committer {
     requests: Sender<Request>,
     results: Receiver<Done>,
+    asks: Asks<CommitAnswer>,
 }
 
 impl Committer {
@@ -66,21 +86,82 @@ impl Committer {
         std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || run(&spool, &cleanup, &incoming, &outgoing, &waker))?;
-        Ok(Committer { requests, results })
+        Ok(Committer {
+            requests,
+            results,
+            asks: Asks::new(),
+        })
     }
 
-    /// Hands a message over; `Err` gives it back if the thread is gone.
-    pub(crate) fn submit(&self, request: Request) -> Result<(), Box<Request>> {
-        self.requests.send(request).map_err(|e| Box::new(e.0))
+    /// Hands a finished message over (cleanup, on the commit thread, adds
+    /// its `Received:` header); false if the thread is gone.
+    pub(crate) fn submit(&mut self, token: Token, commit: Commit, now: Instant) -> bool {
+        let ask = self
+            .asks
+            .open(token, now + DEADLINE, CommitAnswer::TempFail);
+        let id = QueueId::generate();
+        let arrival = SystemTime::now();
+        let request = Request {
+            token,
+            ask,
+            id,
+            arrival,
+            client: commit.client,
+            envelope: commit.envelope,
+            content: commit.content,
+        };
+        if self.requests.send(request).is_err() {
+            log::error!("{id}: the commit thread is gone");
+            self.asks.take(token, ask);
+            return false;
+        }
+        true
     }
 
-    /// Results that have arrived, without waiting.
-    pub(crate) fn results(&self) -> Vec<Done> {
+    /// Commits that have finished, without waiting: each logged
+    /// (`QUEUEID: client=...` once on disk).
+    pub(crate) fn results(&mut self) -> Vec<Finished> {
         let mut out = Vec::new();
         while let Ok(done) = self.results.try_recv() {
-            out.push(done);
+            let queue_id = done.id.to_string();
+            let answer = match done.result {
+                Ok(()) => {
+                    let client = done.client.hostname.as_deref();
+                    let line = sluice_log::line::client(&queue_id, client, done.client.addr);
+                    log::info!("{line}");
+                    CommitAnswer::Queued { queue_id }
+                }
+                Err(e) => {
+                    log::error!("{queue_id}: queue file write error: {e}");
+                    CommitAnswer::TempFail
+                }
+            };
+            let token = Some(done.token).filter(|t| self.asks.take(*t, done.ask));
+            out.push(Finished { token, answer });
         }
         out
+    }
+
+    /// Commits past their deadline, with the default answer (451).
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Token, CommitAnswer)> {
+        let expired = self.asks.expire(now);
+        if !expired.is_empty() {
+            log::warn!(
+                "{} commit(s) passed their deadline: answering 451",
+                expired.len()
+            );
+        }
+        expired.into_iter().map(|(t, _, a)| (t, a)).collect()
+    }
+
+    /// The connection closed: answers for it will be dropped.
+    pub(crate) fn close(&mut self, token: Token) {
+        self.asks.close(token);
+    }
+
+    /// When the next commit passes its deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.asks.next_deadline()
     }
 }
 
@@ -136,6 +217,7 @@ fn run(
         for (request, result) in batch.into_iter().zip(results) {
             let done = Done {
                 token: request.token,
+                ask: request.ask,
                 id: request.id,
                 client: request.client,
                 result: result.map(|_| ()).map_err(|e| e.to_string()),

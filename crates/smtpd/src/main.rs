@@ -38,8 +38,15 @@
 //! directory entry are on disk.
 #![forbid(unsafe_code)]
 
+mod asks;
+mod checks;
 mod committer;
+mod connection;
+mod events;
+mod qmgr;
+mod recipients;
 mod server;
+mod settings;
 
 use anyhow::Context as _;
 use clap::Parser;

@@ -1,61 +1,40 @@
 //! The event loop: accepts connections, moves bytes between sockets and
-//! session machines, answers their asks (commit, ETRN), enforces the
-//! per-process connection cap and drains on SIGTERM.
+//! session machines, routes each ask of a session to its answerer (the
+//! checks of `checks`, the commit thread, the recipient lookup thread, the
+//! queue manager) and each answer back by (connection, ask id), runs the
+//! timers of sessions and asks, enforces the per-process connection cap and
+//! drains on SIGTERM.
 //!
 //! # Must never
-//! Block on one client (every socket is non-blocking; the only waits are the
-//! queue file's fsyncs), or buffer without bound for a client that does not
-//! read its replies.
+//! Wait on a client, another process or NSS (every socket is non-blocking;
+//! lookups and fsyncs run on their own threads), or buffer without bound
+//! for a client that does not read its replies.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::io::ErrorKind;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use sluice_config::Config;
-use sluice_proto::server::{Ask, Commit, Event, Output, Peer, Session, Verdict};
-use sluice_spool::{QueueId, Spool};
+use sluice_proto::server::{Ask, CommitAnswer, Output};
+use sluice_spool::Spool;
 
-use crate::committer::{self, Committer};
+use crate::checks::{Fold, Kind, Opinion, Step};
+use crate::committer::Committer;
+use crate::connection::{self, Connection, Read};
+use crate::qmgr::Qmgr;
+use crate::recipients::Recipients;
+use crate::{events, settings};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_LISTENER: usize = 2;
 const FIRST_CONNECTION: usize = 1 << 16;
-/// Stop reading from a client while this much of its replies is unsent.
-const OUT_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
-/// How long an ETRN may wait for the queue manager.
-const ETRN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-struct Connection {
-    stream: TcpStream,
-    session: Session,
-    peer: SocketAddr,
-    out: Vec<u8>,
-    /// The machine said Close: flush, then drop.
-    closing: bool,
-    /// The client closed its side.
-    eof: bool,
-}
-
-/// What answering an ask needs, apart from the connection table.
-struct Context {
-    hostname: String,
-    /// Local recipients (aliases, virtual map, system users), asked at
-    /// RCPT time so that unknown users are refused, not bounced later.
-    recipients: sluice_mailbox::Directory,
-    committer: Committer,
-    qmgr_socket: PathBuf,
-    qmgr: Option<UnixStream>,
-}
 
 /// The running server.
 pub(crate) struct Server {
@@ -66,37 +45,13 @@ pub(crate) struct Server {
     next_token: usize,
     session_config: Arc<sluice_proto::server::Config>,
     config: Config,
-    context: Context,
+    hostname: String,
+    committer: Committer,
+    recipients: Recipients,
+    qmgr: Qmgr,
     /// Set on SIGTERM: when to give up on sessions still running.
     stopping: Option<Instant>,
     read_buf: Vec<u8>,
-}
-
-/// The protocol machine's settings, from the configuration.
-fn session_config(config: &Config, hostname: &str) -> sluice_proto::server::Config {
-    use sluice_proto::server::{BareNewline, Limits};
-    let s = &config.smtpd;
-    sluice_proto::server::Config {
-        hostname: hostname.to_owned(),
-        limits: Limits {
-            max_line_length: s.max_line_length,
-            max_message_size: s.max_message_size,
-            max_recipients: s.max_recipients,
-            max_errors: s.max_errors,
-            command_timeout: s.command_timeout,
-            data_timeout: s.data_timeout,
-            session_timeout: s.session_timeout,
-        },
-        local_domains: config.local_domains.clone(),
-        relay_domains: config.relay_domains.clone(),
-        bare_newline: match s.bare_newline {
-            sluice_config::BareNewline::Reject => BareNewline::Reject,
-            sluice_config::BareNewline::Normalize => BareNewline::Normalize,
-        },
-        vrfy_enabled: s.vrfy,
-        expn_enabled: s.expn,
-        check_local_recipients: true,
-    }
 }
 
 impl Server {
@@ -118,30 +73,26 @@ impl Server {
             mio_listeners.push(l);
         }
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
-        let context = Context {
-            recipients: sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(
-                &config,
-            )),
-            committer: Committer::start(
-                Spool::new(&config.spool_dir),
-                sluice_cleanup::Settings {
-                    hostname: hostname.clone(),
-                },
-                waker,
-            )?,
-            qmgr_socket: config.run_dir.join("qmgr.sock"),
-            qmgr: None,
-            hostname: hostname.clone(),
-        };
+        let directory =
+            sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(&config));
         Ok(Server {
             poll,
             signals,
             listeners: mio_listeners,
             connections: HashMap::new(),
             next_token: FIRST_CONNECTION,
-            session_config: Arc::new(session_config(&config, &hostname)),
+            session_config: Arc::new(settings::session_config(&config, &hostname)),
+            committer: Committer::start(
+                Spool::new(&config.spool_dir),
+                sluice_cleanup::Settings {
+                    hostname: hostname.clone(),
+                },
+                Arc::clone(&waker),
+            )?,
+            recipients: Recipients::start(directory, waker)?,
+            qmgr: Qmgr::new(config.run_dir.join("qmgr.sock")),
             config,
-            context,
+            hostname,
             stopping: None,
             read_buf: vec![0; READ_CHUNK],
         })
@@ -174,11 +125,18 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
-                    WAKER => self.committed(),
+                    WAKER => self.answered(),
                     Token(t) if (FIRST_LISTENER..FIRST_CONNECTION).contains(&t) => {
                         self.accept(t - FIRST_LISTENER);
                     }
-                    token => self.service(token, event.is_readable(), event.is_writable()),
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() {
+                            self.read(token);
+                        }
+                    }
                 }
             }
             self.expire(Instant::now());
@@ -189,6 +147,8 @@ impl Server {
         self.connections
             .values()
             .filter_map(|c| c.session.poll_timeout())
+            .chain(self.committer.next_deadline())
+            .chain(self.recipients.next_deadline())
             .chain(self.stopping)
             .min()
     }
@@ -235,12 +195,7 @@ impl Server {
                 }
             };
             if self.connections.len() >= self.config.smtpd.max_connections {
-                log::warn!(
-                    "too many connections: refusing {}",
-                    sluice_log::line::peer(None, peer.ip())
-                );
-                let reply = sluice_proto::reply::too_many_connections(&self.context.hostname);
-                let _ = stream.write(&reply.to_bytes());
+                connection::refuse(&mut stream, peer.ip(), &self.hostname);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -254,136 +209,128 @@ impl Server {
                 log::warn!("register: {e}");
                 continue;
             }
-            let ip = canonical(peer.ip());
-            log::info!("{}", sluice_log::line::connect(None, ip));
-            let trusted = self
-                .config
-                .smtpd
-                .trusted_networks
-                .iter()
-                .any(|n| n.contains(ip));
-            let session = Session::new(
-                Arc::clone(&self.session_config),
-                Peer {
-                    addr: SocketAddr::new(ip, peer.port()),
-                    trusted,
-                    hostname: None,
-                },
-                Instant::now(),
-            );
-            self.connections.insert(
-                token,
-                Connection {
-                    stream,
-                    session,
-                    peer: SocketAddr::new(ip, peer.port()),
-                    out: Vec::new(),
-                    closing: false,
-                    eof: false,
-                },
-            );
+            let c = Connection::accept(stream, peer, &self.config, &self.session_config);
+            self.connections.insert(token, c);
             self.drive(token);
         }
     }
 
-    /// Reads what the socket has, feeds the machine, writes what is due.
-    fn service(&mut self, token: Token, readable: bool, writable: bool) {
-        if writable {
-            self.flush(token);
-        }
-        if readable {
-            self.read(token);
-        }
-    }
-
     fn read(&mut self, token: Token) {
-        loop {
-            let Some(c) = self.connections.get_mut(&token) else {
-                return;
-            };
-            if c.closing || c.eof || c.out.len() > OUT_HIGH_WATER || !c.session.wants_input() {
-                break;
-            }
-            match c.stream.read(&mut self.read_buf) {
-                Ok(0) => {
-                    c.eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    c.session.handle_input(&self.read_buf[..n], Instant::now());
-                    self.drive(token);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.eof = true;
-                    break;
-                }
+        while let Some(c) = self.connections.get_mut(&token) {
+            match c.read(&mut self.read_buf, Instant::now()) {
+                Read::Fed => self.drive(token),
+                Read::Idle => break,
             }
         }
         self.finish_if_done(token);
     }
 
     /// Takes every output of the machine: replies to the out buffer, asks
-    /// answered at once, log events logged.
+    /// to their answerers, log events to the log.
     fn drive(&mut self, token: Token) {
-        let Some(c) = self.connections.get_mut(&token) else {
-            return;
-        };
-        while let Some(output) = c.session.poll_output() {
+        loop {
+            let Some(c) = self.connections.get_mut(&token) else {
+                return;
+            };
+            let Some(output) = c.session.poll_output() else {
+                break;
+            };
             match output {
                 Output::Send(bytes) => c.out.extend_from_slice(&bytes),
-                Output::Ask(Ask::Commit(commit)) => {
-                    // The session waits (reads nothing more) until the
-                    // commit thread answers; see `committed`.
-                    if let Err(verdict) = self.context.commit(token, commit) {
-                        c.session.handle_verdict(verdict, Instant::now());
-                    }
-                }
-                Output::Ask(Ask::CheckRecipient { address }) => {
-                    let verdict = match self.context.recipients.lookup(&address) {
-                        sluice_mailbox::Lookup::Deliverable => Verdict::RecipientKnown,
-                        sluice_mailbox::Lookup::Unknown => Verdict::RecipientUnknown,
-                        sluice_mailbox::Lookup::Unavailable => Verdict::RecipientUnavailable,
-                    };
-                    c.session.handle_verdict(verdict, Instant::now());
-                }
-                Output::Ask(Ask::Etrn { domain }) => {
-                    let verdict = self.context.etrn(&domain, c.peer.ip());
-                    c.session.handle_verdict(verdict, Instant::now());
-                }
-                Output::Log(event) => log_event(&event, &c.session, c.peer.ip()),
+                Output::Log(event) => events::log_event(&event, &c.session, c.peer.ip()),
                 Output::Close => c.closing = true,
+                Output::Ask(ask) => self.ask(token, ask),
             }
         }
         self.flush(token);
+    }
+
+    fn ask(&mut self, token: Token, ask: Ask) {
+        let now = Instant::now();
+        match ask {
+            Ask::Check(check) => self.fold(token, Fold::new(check), None),
+            Ask::Commit(commit) => {
+                // The session waits (reads nothing more) until the commit
+                // thread answers; see `answered`.
+                if !self.committer.submit(token, commit, now) {
+                    self.answer_commit(token, CommitAnswer::TempFail);
+                }
+            }
+            Ask::Etrn { domain } => {
+                if let Some(c) = self.connections.get_mut(&token) {
+                    let answer = self.qmgr.etrn(&domain, c.peer.ip());
+                    c.session.handle_etrn(answer, now);
+                }
+            }
+        }
+    }
+
+    /// Runs the checks of a fold until one must wait for its answerer or
+    /// the fold is done (then the session gets its answer).
+    fn fold(&mut self, token: Token, mut fold: Fold, mut opinion: Option<Opinion>) {
+        let now = Instant::now();
+        loop {
+            match fold.step(opinion.take()) {
+                Step::Done(answer) => {
+                    if let Some(c) = self.connections.get_mut(&token) {
+                        c.session.handle_check(answer, now);
+                    }
+                    return;
+                }
+                Step::Run(Kind::LocalRecipient) => {
+                    opinion = self.recipients.check(token, fold.check(), now);
+                }
+            }
+            if opinion.is_none() {
+                // Its answerer answers later: see `looked_up`.
+                if let Some(c) = self.connections.get_mut(&token) {
+                    c.fold = Some(fold);
+                }
+                return;
+            }
+        }
+    }
+
+    /// A check's answerer answered (or its deadline passed): the fold goes
+    /// on.
+    fn looked_up(&mut self, token: Token, opinion: Opinion) {
+        let Some(fold) = self.connections.get_mut(&token).and_then(|c| c.fold.take()) else {
+            return;
+        };
+        self.fold(token, fold, Some(opinion));
+        self.drive(token);
+        // Input that waited behind the check can be read now.
+        self.read(token);
+    }
+
+    fn answer_commit(&mut self, token: Token, answer: CommitAnswer) {
+        if let Some(c) = self.connections.get_mut(&token) {
+            c.session.handle_commit(answer, Instant::now());
+        }
+        self.drive(token);
+        self.read(token);
+    }
+
+    /// The threads woke the loop: route their answers.
+    fn answered(&mut self) {
+        for finished in self.committer.results() {
+            if let CommitAnswer::Queued { queue_id } = &finished.answer {
+                self.qmgr.hint(queue_id);
+            }
+            if let Some(token) = finished.token {
+                self.answer_commit(token, finished.answer);
+            }
+        }
+        for (token, opinion) in self.recipients.results(Instant::now()) {
+            self.looked_up(token, opinion);
+        }
     }
 
     fn flush(&mut self, token: Token) {
         let Some(c) = self.connections.get_mut(&token) else {
             return;
         };
-        let was_high = c.out.len() > OUT_HIGH_WATER;
-        let mut written = 0;
-        while written < c.out.len() {
-            match c.stream.write(&c.out[written..]) {
-                Ok(0) => {
-                    c.eof = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    c.eof = true;
-                    c.out.clear();
-                    written = 0;
-                    break;
-                }
-            }
-        }
-        c.out.drain(..written);
-        let resume = was_high && c.out.len() <= OUT_HIGH_WATER;
+        let resume = c.flush();
         self.finish_if_done(token);
         if resume {
             // Reading stopped at the high-water mark; the readiness event
@@ -393,67 +340,18 @@ impl Server {
     }
 
     fn finish_if_done(&mut self, token: Token) {
-        let Some(c) = self.connections.get(&token) else {
-            return;
-        };
-        let done = (c.closing && c.out.is_empty()) || c.eof;
-        if !done {
+        if !self
+            .connections
+            .get(&token)
+            .is_some_and(Connection::is_done)
+        {
             return;
         }
         if let Some(mut c) = self.connections.remove(&token) {
             let _ = self.poll.registry().deregister(&mut c.stream);
-            if c.eof && !c.session.is_closed() {
-                log::info!(
-                    "{}",
-                    sluice_log::line::after(
-                        "lost connection",
-                        c.session.stage(),
-                        None,
-                        c.peer.ip()
-                    )
-                );
-            }
-            let counts: Vec<_> = c.session.command_stats().iter().collect();
-            log::info!(
-                "{}",
-                sluice_log::line::disconnect(None, c.peer.ip(), &counts)
-            );
-        }
-    }
-
-    /// Answers the sessions whose messages the commit thread has finished
-    /// with: 250 only for an `Ok`.
-    fn committed(&mut self) {
-        for done in self.context.committer.results() {
-            let queue_id = done.id.to_string();
-            let verdict = match done.result {
-                Ok(()) => {
-                    log::info!(
-                        "{}",
-                        sluice_log::line::client(
-                            &queue_id,
-                            done.client.hostname.as_deref(),
-                            done.client.addr
-                        )
-                    );
-                    self.context.hint_qmgr(&queue_id);
-                    Verdict::Queued { queue_id }
-                }
-                Err(e) => {
-                    log::error!("{queue_id}: queue file write error: {e}");
-                    Verdict::TempFail
-                }
-            };
-            let Some(c) = self.connections.get_mut(&done.token) else {
-                // The client left while its message was being committed:
-                // the file stands (it may be delivered twice if the client
-                // sends it again, never lost).
-                continue;
-            };
-            c.session.handle_verdict(verdict, Instant::now());
-            self.drive(done.token);
-            // Input that waited behind the commit can be read now.
-            self.read(done.token);
+            self.committer.close(token);
+            self.recipients.close(token);
+            events::log_end(&c.session, c.peer.ip(), c.eof);
         }
     }
 
@@ -470,140 +368,11 @@ impl Server {
             }
             self.drive(token);
         }
-    }
-}
-
-impl Context {
-    /// Hands a finished message to the commit thread. The answer comes
-    /// later through `Server::committed`; only an `Ok` from the spool
-    /// becomes `Verdict::Queued`, the only way the machine says 250. `Err`
-    /// is the verdict to give at once (the commit thread is gone).
-    fn commit(&mut self, token: Token, commit: Commit) -> Result<(), Verdict> {
-        let id = QueueId::generate();
-        let arrival = SystemTime::now();
-        let request = committer::Request {
-            token,
-            id,
-            arrival,
-            client: commit.client,
-            envelope: commit.envelope,
-            content: commit.content,
-        };
-        self.committer.submit(request).map_err(|r| {
-            log::error!("{}: the commit thread is gone", r.id);
-            Verdict::TempFail
-        })
-    }
-
-    /// ETRN: asks the queue manager to attempt the domain's deferred mail
-    /// now. A rare command: the loop waits for the answer, at most
-    /// [`ETRN_TIMEOUT`].
-    fn etrn(&mut self, domain: &str, addr: IpAddr) -> Verdict {
-        use sluice_ipc::qmgr::{Request, Response, PROTOCOL, VERSION};
-        let hello = sluice_ipc::Hello {
-            protocol: PROTOCOL.to_owned(),
-            version: VERSION,
-        };
-        let request = Request::Etrn {
-            domain: domain.to_owned(),
-        };
-        let answer = sluice_ipc::call::call::<_, Response>(
-            &self.qmgr_socket,
-            &hello,
-            &request,
-            ETRN_TIMEOUT,
-        );
-        let peer = sluice_log::line::peer(None, addr);
-        match answer {
-            Ok(Response::Done { messages }) => {
-                log::info!(
-                    "ETRN {} from {peer}: {messages} message(s) flushed",
-                    sluice_log::printable(domain, 255)
-                );
-                Verdict::EtrnStarted
-            }
-            Ok(other) => {
-                log::warn!(
-                    "ETRN {} from {peer}: queue manager said {other:?}",
-                    sluice_log::printable(domain, 255)
-                );
-                Verdict::EtrnUnavailable
-            }
-            Err(e) => {
-                log::warn!(
-                    "ETRN {} from {peer}: {e}",
-                    sluice_log::printable(domain, 255)
-                );
-                Verdict::EtrnUnavailable
-            }
+        for (token, answer) in self.committer.expire(now) {
+            self.answer_commit(token, answer);
         }
-    }
-
-    /// Tells the queue manager about a new file, if it listens. Never waits:
-    /// a hint that cannot be sent at once is dropped (the qmgr scans too).
-    fn hint_qmgr(&mut self, queue_id: &str) {
-        if self.qmgr.is_none() {
-            let Ok(stream) = UnixStream::connect(&self.qmgr_socket) else {
-                return;
-            };
-            if stream.set_nonblocking(true).is_err() {
-                return;
-            }
-            self.qmgr = Some(stream);
-        }
-        let request = sluice_ipc::qmgr::Request::NewMail {
-            queue_id: queue_id.to_owned(),
-        };
-        let Ok(frame) = sluice_ipc::encode(&request) else {
-            return;
-        };
-        let sent = self
-            .qmgr
-            .as_mut()
-            .is_some_and(|s| s.write(&frame).is_ok_and(|n| n == frame.len()));
-        if !sent {
-            // A partial frame would desynchronise the stream: start over.
-            self.qmgr = None;
-        }
-    }
-}
-
-/// IPv4 clients on a dual-stack socket appear as `::ffff:a.b.c.d`.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn log_event(event: &Event, session: &Session, addr: IpAddr) {
-    let line = |what: &str, stage: &str| sluice_log::line::after(what, stage, None, addr);
-    match event {
-        Event::Rejected {
-            stage,
-            reply,
-            sender,
-            recipient,
-            helo,
-        } => log::info!(
-            "{}",
-            sluice_log::line::reject(&sluice_log::line::Rejection {
-                stage,
-                hostname: None,
-                addr,
-                reply,
-                sender: sender.as_deref(),
-                recipient: recipient.as_deref(),
-                protocol: session.protocol().keyword(),
-                helo: helo.as_deref(),
-            })
-        ),
-        Event::TimedOut { stage } => log::info!("{}", line("timeout", stage)),
-        Event::TooManyErrors { stage } => log::warn!("{}", line("too many errors", stage)),
-        Event::LineTooLong { stage } => log::warn!("{}", line("line too long", stage)),
-        Event::BareNewline { stage } => log::warn!("{}", line("bare <CR> or <LF> received", stage)),
-        Event::ImproperPipelining { after } => {
-            log::info!("{}", line("improper command pipelining", after));
+        for (token, opinion) in self.recipients.expire(now) {
+            self.looked_up(token, opinion);
         }
     }
 }

@@ -93,15 +93,14 @@ impl Real {
                     self.commits.push(c);
                     let queue_id = format!("Q{}", self.commits.len());
                     self.session
-                        .handle_verdict(server::Verdict::Queued { queue_id }, now);
+                        .handle_commit(server::CommitAnswer::Queued { queue_id }, now);
                 }
                 server::Output::Ask(server::Ask::Etrn { .. }) => {
                     self.session
-                        .handle_verdict(server::Verdict::EtrnUnavailable, now);
+                        .handle_etrn(server::EtrnAnswer::Unavailable, now);
                 }
-                server::Output::Ask(server::Ask::CheckRecipient { .. }) => {
-                    self.session
-                        .handle_verdict(server::Verdict::RecipientKnown, now);
+                server::Output::Ask(server::Ask::Check(_)) => {
+                    self.session.handle_check(server::CheckAnswer::Accept, now);
                 }
                 server::Output::Log(_) => {}
                 server::Output::Close => closed = true,

@@ -4,10 +4,13 @@
 //! close come out ([`Session::poll_output`]). The driver (sluice-smtpd) owns
 //! the socket, the clock and the spool.
 //!
-//! What the machine cannot do alone is an [`Ask`]: at the end of a message it
-//! asks the driver to commit the message durably, and only the driver's
-//! [`Verdict::Queued`] produces the `250 ... queued as` reply. While an ask
-//! is pending no input is processed (it is kept, in order) and no timer runs.
+//! What the machine cannot do alone is an [`Ask`], each with its own typed
+//! answer: a [`Check`] at each stage (connect, HELO, MAIL, RCPT, DATA, end
+//! of data) that the driver answers from its own list of checks; the commit
+//! of a finished message, whose [`CommitAnswer::Queued`] alone produces the
+//! `250 ... queued as` reply; ETRN's flush. While an ask is pending no input
+//! is processed (it is kept, in order) and no timer runs: the driver owns
+//! the deadline of every ask it is given.
 //!
 //! Decisions (see also the crate's transcripts, which are the executable
 //! specification):
@@ -27,7 +30,7 @@
 //!   trickle in do not extend it); the data timer is an idle timer.
 //!
 //! # Must never
-//! Reply 250 to the end of a message except from [`Verdict::Queued`]; end
+//! Reply 250 to the end of a message except from [`CommitAnswer::Queued`]; end
 //! DATA on anything but CRLF.CRLF; keep an over-long line or more content
 //! than the size limit; open a relay: recipients outside `local_domains` and
 //! `relay_domains` are refused to untrusted peers, and so are %-hack, bang
@@ -58,19 +61,38 @@ use crate::reply::{self, Reply};
 use command::Verb;
 use content::Content;
 
-pub use output::{Ask, CommandStats, Commit, Event, Output, Verdict};
+pub use output::{
+    Ask, Check, CheckAnswer, CommandStats, Commit, CommitAnswer, EtrnAnswer, Event, Output, Stage,
+};
 pub use settings::{BareNewline, Config, Limits, Peer};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Pending {
+    /// A Check ask: what to do once it is accepted.
+    Check(Resume),
     /// A Commit ask, from DATA or BDAT.
     Commit(Verb),
     Etrn,
-    /// A CheckRecipient ask; the recipient joins the envelope if known.
-    Recipient(Recipient),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a session resumes when its [`Check`] is accepted.
+#[derive(Debug)]
+enum Resume {
+    /// Send the greeting.
+    Connect,
+    /// Take the HELO/EHLO name.
+    Helo { verb: Verb, name: String },
+    /// Open the transaction.
+    Mail(Box<Transaction>),
+    /// Add the recipient.
+    Rcpt(Recipient),
+    /// Start reading content.
+    Data,
+    /// Ask for the commit.
+    EndOfData { verb: Verb, commit: Box<Commit> },
+}
+
+#[derive(Debug)]
 enum State {
     /// Reading command lines.
     Command,
@@ -123,7 +145,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session; queues the `220` greeting.
+    /// A new session; asks the [`Stage::Connect`] check, after which it
+    /// sends the `220` greeting (or the check's refusal, and closes).
     pub fn new(config: Arc<Config>, peer: Peer, now: Instant) -> Self {
         let mut s = Session {
             deadline: now + config.limits.command_timeout,
@@ -143,8 +166,7 @@ impl Session {
             stage: "CONNECT",
             shutdown_pending: false,
         };
-        let greeting = reply::greeting(&s.config.hostname);
-        s.send(&greeting);
+        s.ask_check(Stage::Connect, Resume::Connect, None, false, now);
         s
     }
 
@@ -160,56 +182,161 @@ impl Session {
         self.process(now);
     }
 
-    /// The driver's answer to the pending [`Ask`]. A verdict that does not
-    /// fit the ask is taken as a failure (never as a success); one without an
-    /// ask is ignored.
-    pub fn handle_verdict(&mut self, v: Verdict, now: Instant) {
-        let State::Pending(pending) = std::mem::replace(&mut self.state, State::Command) else {
+    /// The answer to the pending [`Ask::Check`]; ignored if no check is
+    /// out.
+    pub fn handle_check(&mut self, answer: CheckAnswer, now: Instant) {
+        let State::Pending(Pending::Check(_)) = &self.state else {
             return;
         };
-        match pending {
-            Pending::Commit(verb) => {
-                let r = match v {
-                    Verdict::Queued { queue_id } => reply::queued(&queue_id),
-                    _ => reply::queue_write_error(),
+        let State::Pending(Pending::Check(resume)) =
+            std::mem::replace(&mut self.state, State::Command)
+        else {
+            return;
+        };
+        match answer {
+            CheckAnswer::Accept => self.resume(resume, now),
+            CheckAnswer::Reject(r) => {
+                let r = if r.is_error() {
+                    r
+                } else {
+                    reply::queue_write_error()
                 };
-                self.stage = "END-OF-MESSAGE";
-                // A failed disk write is not the client's error.
-                self.finish_command(verb, &r, false, now);
+                self.refuse(resume, &r, now);
             }
-            Pending::Etrn => {
-                let r = match v {
-                    Verdict::EtrnStarted => reply::etrn_started(),
-                    _ => reply::etrn_unavailable(),
-                };
-                self.finish_command(Verb::Etrn, &r, false, now);
-            }
-            Pending::Recipient(recipient) => match v {
-                Verdict::RecipientKnown => {
-                    if let Some(tx) = self.tx.as_mut() {
-                        tx.envelope.recipients.push(recipient);
-                    }
-                    self.finish_command(Verb::Rcpt, &reply::rcpt_ok(), true, now);
-                }
-                Verdict::RecipientUnknown => {
-                    let r = reply::unknown_local_recipient(&recipient.address);
-                    self.reject(Verb::Rcpt, &r, Some(recipient.address), now);
-                }
-                _ => {
-                    // Our trouble, not the client's error: not counted.
-                    let r = reply::recipient_lookup_failed(&recipient.address);
-                    self.logs.push_back(Event::Rejected {
-                        stage: self.stage,
-                        reply: r.to_string(),
-                        sender: self.tx.as_ref().map(|t| t.envelope.sender.clone()),
-                        recipient: Some(recipient.address),
-                        helo: self.helo.clone(),
-                    });
-                    self.finish_command(Verb::Rcpt, &r, false, now);
-                }
-            },
         }
         self.process(now);
+    }
+
+    /// The answer to the pending [`Ask::Commit`]; ignored if no commit is
+    /// out.
+    pub fn handle_commit(&mut self, answer: CommitAnswer, now: Instant) {
+        let State::Pending(Pending::Commit(verb)) = self.state else {
+            return;
+        };
+        self.state = State::Command;
+        let r = match answer {
+            CommitAnswer::Queued { queue_id } => reply::queued(&queue_id),
+            CommitAnswer::TempFail => reply::queue_write_error(),
+        };
+        self.stage = "END-OF-MESSAGE";
+        // A failed disk write is not the client's error.
+        self.finish_command(verb, &r, false, now);
+        self.process(now);
+    }
+
+    /// The answer to the pending [`Ask::Etrn`]; ignored if no ETRN is out.
+    pub fn handle_etrn(&mut self, answer: EtrnAnswer, now: Instant) {
+        let State::Pending(Pending::Etrn) = self.state else {
+            return;
+        };
+        self.state = State::Command;
+        let r = match answer {
+            EtrnAnswer::Started => reply::etrn_started(),
+            EtrnAnswer::Unavailable => reply::etrn_unavailable(),
+        };
+        self.finish_command(Verb::Etrn, &r, false, now);
+        self.process(now);
+    }
+
+    /// Asks the driver's checks for `stage`; the session waits.
+    fn ask_check(
+        &mut self,
+        stage: Stage,
+        resume: Resume,
+        recipient: Option<String>,
+        local: bool,
+        now: Instant,
+    ) {
+        if !self.config.checks {
+            return self.resume(resume, now);
+        }
+        let helo = match &resume {
+            Resume::Helo { name, .. } => Some(name.clone()),
+            _ => self.helo.clone(),
+        };
+        let sender = match &resume {
+            Resume::Mail(tx) => Some(tx.envelope.sender.clone()),
+            Resume::EndOfData { commit, .. } => Some(commit.envelope.sender.clone()),
+            _ => self.tx.as_ref().map(|t| t.envelope.sender.clone()),
+        };
+        self.state = State::Pending(Pending::Check(resume));
+        self.out.push_back(Output::Ask(Ask::Check(Check {
+            stage,
+            helo,
+            sender,
+            recipient,
+            local,
+        })));
+    }
+
+    /// A check accepted: do what was waiting for it.
+    fn resume(&mut self, resume: Resume, now: Instant) {
+        match resume {
+            Resume::Connect => {
+                let greeting = reply::greeting(&self.config.hostname);
+                self.send(&greeting);
+                self.maybe_shutdown();
+            }
+            Resume::Helo { verb, name } => {
+                self.tx = None;
+                self.helo = Some(name);
+                self.esmtp = verb == Verb::Ehlo;
+                let r = if self.esmtp {
+                    reply::ehlo(&self.config.hostname, self.config.limits.max_message_size)
+                } else {
+                    reply::helo(&self.config.hostname)
+                };
+                self.finish_command(verb, &r, true, now);
+            }
+            Resume::Mail(tx) => {
+                self.tx = Some(*tx);
+                self.finish_command(Verb::Mail, &reply::mail_ok(), true, now);
+            }
+            Resume::Rcpt(recipient) => {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.envelope.recipients.push(recipient);
+                }
+                self.finish_command(Verb::Rcpt, &reply::rcpt_ok(), true, now);
+            }
+            Resume::Data => self.start_data(now),
+            Resume::EndOfData { verb, commit } => {
+                self.state = State::Pending(Pending::Commit(verb));
+                self.out.push_back(Output::Ask(Ask::Commit(*commit)));
+            }
+        }
+    }
+
+    /// A check refused: say so; at connect, close.
+    fn refuse(&mut self, resume: Resume, r: &Reply, now: Instant) {
+        let (verb, sender, recipient) = match resume {
+            Resume::Connect => {
+                self.logs.push_back(Event::Rejected {
+                    stage: self.stage,
+                    reply: r.to_string(),
+                    sender: None,
+                    recipient: None,
+                    helo: None,
+                });
+                self.send(r);
+                self.close();
+                return;
+            }
+            Resume::Helo { verb, .. } => (verb, None, None),
+            Resume::Mail(tx) => (Verb::Mail, Some(tx.envelope.sender), None),
+            Resume::Rcpt(rcpt) => (Verb::Rcpt, None, Some(rcpt.address)),
+            Resume::Data => (Verb::Data, None, None),
+            Resume::EndOfData { verb, commit } => (verb, Some(commit.envelope.sender), None),
+        };
+        let sender = sender.or_else(|| self.tx.as_ref().map(|t| t.envelope.sender.clone()));
+        self.logs.push_back(Event::Rejected {
+            stage: self.stage,
+            reply: r.to_string(),
+            sender,
+            recipient,
+            helo: self.helo.clone(),
+        });
+        // A temporary refusal is the checker's trouble, not the client's.
+        self.finish_command(verb, r, r.code >= 500, now);
     }
 
     /// The time came (at or after [`Session::poll_timeout`]).
@@ -256,7 +383,7 @@ impl Session {
 
     /// True once the session has decided to close.
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        matches!(self.state, State::Closed)
     }
 
     /// False while an ask is pending or after close: the driver may stop
@@ -351,7 +478,7 @@ impl Session {
     }
 
     fn maybe_shutdown(&mut self) {
-        if self.shutdown_pending && self.tx.is_none() && self.state == State::Command {
+        if self.shutdown_pending && self.tx.is_none() && matches!(self.state, State::Command) {
             let r = reply::shutting_down(&self.config.hostname);
             self.send(&r);
             self.close();
@@ -537,15 +664,8 @@ impl Session {
         if !valid {
             return self.reject(verb, &reply::syntax(usage), None, now);
         }
-        self.tx = None;
-        self.helo = Some(args.to_string());
-        self.esmtp = verb == Verb::Ehlo;
-        let r = if self.esmtp {
-            reply::ehlo(&self.config.hostname, self.config.limits.max_message_size)
-        } else {
-            reply::helo(&self.config.hostname)
-        };
-        self.finish_command(verb, &r, true, now);
+        let name = args.to_string();
+        self.ask_check(Stage::Helo, Resume::Helo { verb, name }, None, false, now);
     }
 }
 

@@ -1,23 +1,25 @@
 //! What the server session hands to its driver: [`Output`] (bytes to send,
-//! [`Ask`]s, log [`Event`]s, the order to close), the driver's [`Verdict`]s,
-//! and the per-command counters ([`CommandStats`]).
+//! [`Ask`]s, log [`Event`]s, the order to close), the typed answers to each
+//! ask ([`CheckAnswer`], [`CommitAnswer`], [`EtrnAnswer`]), and the
+//! per-command counters ([`CommandStats`]).
 //!
 //! # Must never
 //! Carry peer text that has not passed the grammar, or a way to make a
-//! `250` after a message other than [`Verdict::Queued`].
+//! `250` after a message other than [`CommitAnswer::Queued`].
 //!
 //! # Errors
 //! None.
 
 use super::command::TABLE;
 use crate::envelope::{Client, Envelope};
+use crate::reply::Reply;
 
 /// What the session produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Bytes to write to the peer (consecutive replies coalesced).
     Send(Vec<u8>),
-    /// A request the driver must answer with [`Session::handle_verdict`].
+    /// A request the driver must answer (see [`Ask`]).
     Ask(Ask),
     /// Something for the operator log.
     Log(Event),
@@ -25,27 +27,88 @@ pub enum Output {
     Close,
 }
 
-/// A request to the driver.
+/// A request to the driver. Each kind has its own answer type and its own
+/// `Session::handle_*` method; while one is out the session waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ask {
-    /// End of DATA / BDAT LAST without error: write the queue file durably,
-    /// then answer [`Verdict::Queued`] (or [`Verdict::TempFail`]).
+    /// May the session go on at this stage? Answer with
+    /// [`Session::handle_check`](super::Session::handle_check) and a
+    /// [`CheckAnswer`]. The session knows nothing of what is checked (DNSBL,
+    /// policy, maps, milters): the driver owns the list.
+    Check(Check),
+    /// End of DATA / BDAT LAST without error, and the end-of-data check
+    /// passed: write the queue file durably, then answer with
+    /// [`Session::handle_commit`](super::Session::handle_commit).
     Commit(Commit),
-    /// ETRN for a relay domain: start delivery of its mail, then answer
-    /// [`Verdict::EtrnStarted`] or [`Verdict::EtrnUnavailable`].
+    /// ETRN for a relay domain: ask for its mail to be flushed, then answer
+    /// with [`Session::handle_etrn`](super::Session::handle_etrn).
     Etrn {
         /// The domain, lower-case.
         domain: String,
     },
-    /// RCPT for a local domain or `<postmaster>` (only with
-    /// `Config::check_local_recipients`): does this address exist? Answer
-    /// [`Verdict::RecipientKnown`], [`Verdict::RecipientUnknown`] or
-    /// [`Verdict::RecipientUnavailable`].
-    CheckRecipient {
-        /// The address as accepted by the grammar (`postmaster` alone for
-        /// `<postmaster>`).
-        address: String,
-    },
+}
+
+/// The SMTP stage a [`Check`] is asked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The client connected: before the greeting.
+    Connect,
+    /// A valid HELO/EHLO, before its reply.
+    Helo,
+    /// A valid MAIL FROM, before `250`.
+    Mail,
+    /// A valid RCPT TO that the relay rules allow, before `250`.
+    Rcpt,
+    /// DATA with recipients, before `354`.
+    Data,
+    /// A whole message that passed the session's own checks, before the
+    /// commit.
+    EndOfData,
+}
+
+impl Stage {
+    /// The name Postfix logs for the stage (`"CONNECT"`, `"RCPT"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Connect => "CONNECT",
+            Stage::Helo => "HELO",
+            Stage::Mail => "MAIL",
+            Stage::Rcpt => "RCPT",
+            Stage::Data => "DATA",
+            Stage::EndOfData => "END-OF-MESSAGE",
+        }
+    }
+}
+
+/// What the session knows when it asks a check: the facts of the session
+/// so far, as the grammar accepted them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Where in the session.
+    pub stage: Stage,
+    /// The HELO/EHLO name (at [`Stage::Helo`], the one being given).
+    pub helo: Option<String>,
+    /// The sender of the transaction (`""` for `<>`), from MAIL on.
+    pub sender: Option<String>,
+    /// At [`Stage::Rcpt`], the recipient (`postmaster` alone for
+    /// `<postmaster>`).
+    pub recipient: Option<String>,
+    /// At [`Stage::Rcpt`], the recipient is in `local_domains` (or is
+    /// `<postmaster>`).
+    pub local: bool,
+}
+
+/// The answer to an [`Ask::Check`]: the folded answer of every check the
+/// driver ran at that stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckAnswer {
+    /// Go on.
+    Accept,
+    /// Refuse with this reply (4xx or 5xx; anything else is taken as
+    /// `451 4.3.0`). At [`Stage::Connect`] the session sends it and closes;
+    /// elsewhere the command is refused, and a 5xx counts as a client
+    /// error (a 4xx is the checker's trouble and does not).
+    Reject(Reply),
 }
 
 /// A message to be queued.
@@ -61,27 +124,26 @@ pub struct Commit {
     pub content: Vec<u8>,
 }
 
-/// The driver's answer to an [`Ask`].
+/// The answer to an [`Ask::Commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The message is on disk: `250 2.0.0 Ok: queued as ID`.
+pub enum CommitAnswer {
+    /// The message is on disk: `250 2.0.0 Ok: queued as ID`, the only way
+    /// to that reply.
     Queued {
         /// The queue ID.
         queue_id: String,
     },
     /// It is not: `451 4.3.0 Error: queue file write error`.
     TempFail,
-    /// `250 2.0.0 Queuing started`.
-    EtrnStarted,
-    /// `458 4.5.0 Unable to queue messages for node`.
-    EtrnUnavailable,
-    /// The local recipient exists: `250 2.1.5 Ok`.
-    RecipientKnown,
-    /// It does not: `550 5.1.1 <addr>: Recipient address rejected: User
-    /// unknown in local recipient table`.
-    RecipientUnknown,
-    /// It cannot be told now (a map could not be read): `451 4.3.0`.
-    RecipientUnavailable,
+}
+
+/// The answer to an [`Ask::Etrn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtrnAnswer {
+    /// The flush request is on its way: `250 2.0.0 Queuing started`.
+    Started,
+    /// It could not be sent: `458 4.5.0 Unable to queue messages for node`.
+    Unavailable,
 }
 
 /// Events for the operator log; the driver formats them.

@@ -81,11 +81,10 @@ pub struct Config {
     /// EXPN answers `502 5.5.1` when false, the default; `252 2.5.2` when
     /// true (no expansion).
     pub expn_enabled: bool,
-    /// Ask the driver ([`super::Ask::CheckRecipient`]) whether a recipient
-    /// in a local domain (or `<postmaster>`) exists, so that unknown users
-    /// are refused at RCPT time (`550 5.1.1`) instead of bounced later.
-    /// Default false (every local recipient is taken).
-    pub check_local_recipients: bool,
+    /// Ask the driver's checks ([`super::Ask::Check`]) at each stage. A
+    /// driver with no checks to run (`sendmail -bs`) leaves it false, the
+    /// default: every stage then goes on at once.
+    pub checks: bool,
 }
 
 impl Default for Config {
@@ -98,7 +97,7 @@ impl Default for Config {
             bare_newline: BareNewline::Reject,
             vrfy_enabled: true,
             expn_enabled: false,
-            check_local_recipients: false,
+            checks: false,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Unit tests of the session machine: the durability rule (250 after a
-//! message only from `Verdict::Queued`), memory bounds, timers.
+//! message only from `CommitAnswer::Queued`), memory bounds, timers.
 
 use std::time::Duration;
 
@@ -48,15 +48,13 @@ const TO_END_OF_DATA: &[u8] = b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\n\
 RCPT TO:<u@example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n";
 
 #[test]
-fn only_queued_verdict_gives_250_after_data() {
+fn only_queued_answer_gives_250_after_data() {
     // Every verdict, and no verdict: only Queued may produce the 250.
     let verdicts = [
-        Some(Verdict::Queued {
+        Some(CommitAnswer::Queued {
             queue_id: "Q1".into(),
         }),
-        Some(Verdict::TempFail),
-        Some(Verdict::EtrnStarted),
-        Some(Verdict::EtrnUnavailable),
+        Some(CommitAnswer::TempFail),
         None,
     ];
     for v in verdicts {
@@ -76,9 +74,13 @@ fn only_queued_verdict_gives_250_after_data() {
         assert!(!s.wants_input());
         let (text, _, closed) = drain(&mut s);
         assert!(text.is_empty() && !closed, "{text}");
-        let queued = matches!(v, Some(Verdict::Queued { .. }));
+        // Answers to other asks do not answer the commit.
+        s.handle_etrn(EtrnAnswer::Started, now);
+        s.handle_check(CheckAnswer::Accept, now);
+        assert_eq!(drain(&mut s).0, "");
+        let queued = matches!(v, Some(CommitAnswer::Queued { .. }));
         if let Some(v) = v {
-            s.handle_verdict(v, now);
+            s.handle_commit(v, now);
         }
         let (text, _, _) = drain(&mut s);
         if queued {
@@ -90,12 +92,12 @@ fn only_queued_verdict_gives_250_after_data() {
 }
 
 #[test]
-fn verdict_without_ask_is_ignored() {
+fn answer_without_ask_is_ignored() {
     let now = start();
     let mut s = session(config(), now);
     drain(&mut s);
-    s.handle_verdict(
-        Verdict::Queued {
+    s.handle_commit(
+        CommitAnswer::Queued {
             queue_id: "X".into(),
         },
         now,
@@ -187,7 +189,7 @@ fn timers_follow_the_synthetic_clock() {
 }
 
 #[test]
-fn timer_rearms_after_verdict() {
+fn timer_rearms_after_answer() {
     let t0 = start();
     let mut c = config();
     c.limits.command_timeout = Duration::from_secs(10);
@@ -196,8 +198,8 @@ fn timer_rearms_after_verdict() {
     drain(&mut s);
     assert_eq!(s.poll_timeout(), None);
     let t50 = t0 + Duration::from_secs(50);
-    s.handle_verdict(
-        Verdict::Queued {
+    s.handle_commit(
+        CommitAnswer::Queued {
             queue_id: "Q".into(),
         },
         t50,
@@ -226,8 +228,8 @@ fn stats_count_each_command_and_its_failures() {
     let now = start();
     let mut s = session(config(), now);
     s.handle_input(TO_END_OF_DATA, now);
-    s.handle_verdict(
-        Verdict::Queued {
+    s.handle_commit(
+        CommitAnswer::Queued {
             queue_id: "Q".into(),
         },
         now,
@@ -247,4 +249,128 @@ fn stats_count_each_command_and_its_failures() {
     assert_eq!(s.command_stats().total(), (5, 6));
     assert_eq!(s.command_stats().get("rcpt"), Some((1, 2)));
     assert_eq!(s.stage(), "QUIT");
+}
+
+fn checked() -> Config {
+    Config {
+        checks: true,
+        relay_domains: vec!["relay.example".into()],
+        ..config()
+    }
+}
+
+/// The one check out, answered with `answer`.
+fn answer_check(s: &mut Session, answer: CheckAnswer, now: Instant) -> (String, Check) {
+    let (_, asks, _) = drain(s);
+    let [Ask::Check(check)] = asks.as_slice() else {
+        panic!("not one check: {asks:?}");
+    };
+    let check = check.clone();
+    s.handle_check(answer, now);
+    (drain_text(s), check)
+}
+
+fn drain_text(s: &mut Session) -> String {
+    let (text, asks, _) = drain(s);
+    assert!(asks.is_empty(), "{asks:?}");
+    text
+}
+
+#[test]
+fn every_stage_asks_its_check_with_the_facts_so_far() {
+    let now = start();
+    let mut s = session(checked(), now);
+    // No greeting before the connect check.
+    let (text, check) = answer_check(&mut s, CheckAnswer::Accept, now);
+    assert_eq!(check.stage, Stage::Connect);
+    assert!(text.starts_with("220 "), "{text}");
+    s.handle_input(b"EHLO c.example\r\n", now);
+    let (text, check) = answer_check(&mut s, CheckAnswer::Accept, now);
+    assert_eq!(
+        (check.stage, check.helo.as_deref()),
+        (Stage::Helo, Some("c.example"))
+    );
+    assert!(text.starts_with("250-mx.example.org"), "{text}");
+    s.handle_input(b"MAIL FROM:<a@b.example>\r\n", now);
+    let (text, check) = answer_check(&mut s, CheckAnswer::Accept, now);
+    assert_eq!(
+        (check.stage, check.sender.as_deref()),
+        (Stage::Mail, Some("a@b.example"))
+    );
+    assert_eq!(text, "250 2.1.0 Ok\r\n");
+    s.handle_input(b"RCPT TO:<u@example.org>\r\n", now);
+    let (text, check) = answer_check(&mut s, CheckAnswer::Accept, now);
+    assert_eq!(check.stage, Stage::Rcpt);
+    assert_eq!(check.recipient.as_deref(), Some("u@example.org"));
+    assert!(check.local);
+    assert_eq!(text, "250 2.1.5 Ok\r\n");
+    s.handle_input(b"DATA\r\n", now);
+    let (text, check) = answer_check(&mut s, CheckAnswer::Accept, now);
+    assert_eq!(check.stage, Stage::Data);
+    assert!(text.starts_with("354 "), "{text}");
+    s.handle_input(b"Subject: x\r\n\r\nbody\r\n.\r\n", now);
+    // End of data: the check, then (accepted) the commit.
+    let (_, asks, _) = drain(&mut s);
+    let [Ask::Check(check)] = asks.as_slice() else {
+        panic!("{asks:?}");
+    };
+    assert_eq!(check.stage, Stage::EndOfData);
+    s.handle_check(CheckAnswer::Accept, now);
+    let (_, asks, _) = drain(&mut s);
+    assert!(matches!(asks.as_slice(), [Ask::Commit(_)]), "{asks:?}");
+}
+
+#[test]
+fn a_refusal_at_connect_is_sent_and_closes() {
+    let now = start();
+    let mut s = session(checked(), now);
+    let r = Reply::new(
+        421,
+        Some(reply::Enhanced::new(4, 7, 0)),
+        "too many connections",
+    );
+    let (_, asks, _) = drain(&mut s);
+    assert!(matches!(asks.as_slice(), [Ask::Check(c)] if c.stage == Stage::Connect));
+    s.handle_check(CheckAnswer::Reject(r), now);
+    let (text, asks, closed) = drain(&mut s);
+    assert_eq!(text, "421 4.7.0 too many connections\r\n");
+    assert!(asks.is_empty() && closed && s.is_closed());
+}
+
+#[test]
+fn refusals_by_checks_count_as_errors_only_when_permanent() {
+    let now = start();
+    let mut c = checked();
+    c.limits.max_errors = 2;
+    let mut s = session(c, now);
+    answer_check(&mut s, CheckAnswer::Accept, now);
+    s.handle_input(b"HELO c.example\r\n", now);
+    answer_check(&mut s, CheckAnswer::Accept, now);
+    s.handle_input(b"MAIL FROM:<a@b.example>\r\n", now);
+    answer_check(&mut s, CheckAnswer::Accept, now);
+    let temp = Reply::new(451, Some(reply::Enhanced::new(4, 3, 0)), "try later");
+    let perm = Reply::new(550, Some(reply::Enhanced::new(5, 1, 1)), "no such user");
+    for _ in 0..3 {
+        s.handle_input(b"RCPT TO:<x@example.org>\r\n", now);
+        let (text, _) = answer_check(&mut s, CheckAnswer::Reject(temp.clone()), now);
+        assert_eq!(text, "451 4.3.0 try later\r\n");
+    }
+    s.handle_input(b"RCPT TO:<x@example.org>\r\n", now);
+    let (text, _) = answer_check(&mut s, CheckAnswer::Reject(perm.clone()), now);
+    assert_eq!(text, "550 5.1.1 no such user\r\n");
+    assert!(!s.is_closed());
+    s.handle_input(b"RCPT TO:<y@example.org>\r\n", now);
+    let (text, _) = answer_check(&mut s, CheckAnswer::Reject(perm), now);
+    assert!(
+        text.ends_with("421 4.7.0 mx.example.org Error: too many errors\r\n"),
+        "{text}"
+    );
+    assert!(s.is_closed());
+    // A success code is never taken as a refusal's reply.
+    let mut s = session(checked(), now);
+    answer_check(&mut s, CheckAnswer::Accept, now);
+    s.handle_input(b"HELO c.example\r\n", now);
+    let ok = Reply::new(250, None, "fine");
+    let (text, _) = answer_check(&mut s, CheckAnswer::Reject(ok), now);
+    assert!(text.starts_with("451 "), "{text}");
 }

@@ -1,6 +1,8 @@
 //! The mail transaction verbs of the server session: MAIL, RCPT, DATA,
 //! BDAT (and the end of the message they lead to), and ETRN, which is
-//! refused inside a transaction.
+//! refused inside a transaction. MAIL, RCPT, DATA and the end of the
+//! message each ask the driver's [`Stage`] check once the grammar and the
+//! relay rules passed.
 //!
 //! # Must never
 //! Accept a recipient outside the local and relay domains from an
@@ -14,7 +16,8 @@ use std::time::Instant;
 use super::command::{self, Verb};
 use super::content::{Content, Framing};
 use super::{
-    strip_keyword, Ask, BareNewline, Commit, Event, Output, Pending, Session, State, Transaction,
+    strip_keyword, Ask, BareNewline, Commit, Event, Output, Pending, Resume, Session, Stage, State,
+    Transaction,
 };
 use crate::address::{self, Domain, Path};
 use crate::domain::{self, is_in_list};
@@ -64,7 +67,7 @@ impl Session {
         if params.size.unwrap_or(0) > self.config.limits.max_message_size {
             return self.reject(v, &reply::size_exceeds_limit(), None, now);
         }
-        self.tx = Some(Transaction {
+        let tx = Transaction {
             envelope: Envelope {
                 sender,
                 recipients: Vec::new(),
@@ -77,8 +80,8 @@ impl Session {
             content: None,
             chunked: false,
             failed: None,
-        });
-        self.finish_command(v, &reply::mail_ok(), true, now);
+        };
+        self.ask_check(Stage::Mail, Resume::Mail(Box::new(tx)), None, false, now);
     }
 
     pub(super) fn rcpt(&mut self, args: &str, now: Instant) {
@@ -158,17 +161,14 @@ impl Session {
             notify: params.notify,
             orcpt: params.orcpt,
         };
-        if local && self.config.check_local_recipients {
-            let address = recipient.address.clone();
-            self.state = State::Pending(Pending::Recipient(recipient));
-            self.out
-                .push_back(Output::Ask(Ask::CheckRecipient { address }));
-            return;
-        }
-        if let Some(tx) = self.tx.as_mut() {
-            tx.envelope.recipients.push(recipient);
-        }
-        self.finish_command(v, &reply::rcpt_ok(), true, now);
+        let address = recipient.address.clone();
+        self.ask_check(
+            Stage::Rcpt,
+            Resume::Rcpt(recipient),
+            Some(address),
+            local,
+            now,
+        );
     }
 
     pub(super) fn data(&mut self, args: &str, now: Instant) {
@@ -185,6 +185,12 @@ impl Session {
         if let Some(r) = problem {
             return self.reject(v, &r, None, now);
         }
+        self.ask_check(Stage::Data, Resume::Data, None, false, now);
+    }
+
+    /// DATA passed its check: `354`, then content.
+    pub(super) fn start_data(&mut self, now: Instant) {
+        let v = Verb::Data;
         let limits = &self.config.limits;
         let content = Content::new(
             Framing::Dot,
@@ -233,12 +239,18 @@ impl Session {
                     helo: self.helo.clone().unwrap_or_default(),
                     protocol: self.protocol(),
                 };
-                self.state = State::Pending(Pending::Commit(verb));
-                self.out.push_back(Output::Ask(Ask::Commit(Commit {
+                let commit = Box::new(Commit {
                     envelope: tx.envelope,
                     client,
                     content: c.into_content(),
-                })));
+                });
+                self.ask_check(
+                    Stage::EndOfData,
+                    Resume::EndOfData { verb, commit },
+                    None,
+                    false,
+                    now,
+                );
             }
             (r, _) => {
                 let r = r.unwrap_or_else(reply::queue_write_error);
