@@ -72,6 +72,17 @@ impl<T> Asks<T> {
             .collect()
     }
 
+    /// As [`Asks::expire`], for the loop: logs how many of `what` passed
+    /// their deadline.
+    pub(crate) fn expire_answers(&mut self, now: Instant, what: &str) -> Vec<(Token, T)> {
+        let expired = self.expire(now);
+        if !expired.is_empty() {
+            let n = expired.len();
+            log::warn!("{n} {what}(s) passed their deadline: default answer given");
+        }
+        expired.into_iter().map(|(t, _, a)| (t, a)).collect()
+    }
+
     /// The connection closed: its asks are forgotten.
     pub(crate) fn close(&mut self, conn: Token) {
         self.pending.retain(|(c, _), _| *c != conn);

@@ -71,7 +71,8 @@ pub(crate) struct Finished {
 pub(crate) struct Committer {
     requests: Sender<Request>,
     results: Receiver<Done>,
-    asks: Asks<CommitAnswer>,
+    /// The commits out (default: 451 at the deadline).
+    pub(crate) asks: Asks<CommitAnswer>,
 }
 
 impl Committer {
@@ -140,28 +141,6 @@ impl Committer {
             out.push(Finished { token, answer });
         }
         out
-    }
-
-    /// Commits past their deadline, with the default answer (451).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Token, CommitAnswer)> {
-        let expired = self.asks.expire(now);
-        if !expired.is_empty() {
-            log::warn!(
-                "{} commit(s) passed their deadline: answering 451",
-                expired.len()
-            );
-        }
-        expired.into_iter().map(|(t, _, a)| (t, a)).collect()
-    }
-
-    /// The connection closed: answers for it will be dropped.
-    pub(crate) fn close(&mut self, token: Token) {
-        self.asks.close(token);
-    }
-
-    /// When the next commit passes its deadline.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.asks.next_deadline()
     }
 }
 

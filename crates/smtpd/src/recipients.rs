@@ -48,7 +48,7 @@ pub(crate) struct Recipients {
     cache: HashMap<String, (Lookup, Instant)>,
     /// The lookups out; the default answer is the check's opinion of an
     /// unavailable directory.
-    asks: Asks<Opinion>,
+    pub(crate) asks: Asks<Opinion>,
 }
 
 impl Recipients {
@@ -126,27 +126,5 @@ impl Recipients {
             }
         }
         out
-    }
-
-    /// Lookups past their deadline, with the default (temporary refusal).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Token, Opinion)> {
-        let expired = self.asks.expire(now);
-        if !expired.is_empty() {
-            log::warn!(
-                "{} recipient lookup(s) passed their deadline: answering 451",
-                expired.len()
-            );
-        }
-        expired.into_iter().map(|(t, _, o)| (t, o)).collect()
-    }
-
-    /// The connection closed: answers for it will be dropped.
-    pub(crate) fn close(&mut self, token: Token) {
-        self.asks.close(token);
-    }
-
-    /// When the next lookup passes its deadline.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.asks.next_deadline()
     }
 }

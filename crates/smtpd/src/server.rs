@@ -147,8 +147,8 @@ impl Server {
         self.connections
             .values()
             .filter_map(|c| c.session.poll_timeout())
-            .chain(self.committer.next_deadline())
-            .chain(self.recipients.next_deadline())
+            .chain(self.committer.asks.next_deadline())
+            .chain(self.recipients.asks.next_deadline())
             .chain(self.stopping)
             .min()
     }
@@ -349,8 +349,8 @@ impl Server {
         }
         if let Some(mut c) = self.connections.remove(&token) {
             let _ = self.poll.registry().deregister(&mut c.stream);
-            self.committer.close(token);
-            self.recipients.close(token);
+            self.committer.asks.close(token);
+            self.recipients.asks.close(token);
             events::log_end(&c.session, c.peer.ip(), c.eof);
         }
     }
@@ -368,10 +368,10 @@ impl Server {
             }
             self.drive(token);
         }
-        for (token, answer) in self.committer.expire(now) {
+        for (token, answer) in self.committer.asks.expire_answers(now, "commit") {
             self.answer_commit(token, answer);
         }
-        for (token, opinion) in self.recipients.expire(now) {
+        for (token, opinion) in self.recipients.asks.expire_answers(now, "recipient lookup") {
             self.looked_up(token, opinion);
         }
     }
