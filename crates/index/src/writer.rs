@@ -303,6 +303,18 @@ impl Index {
         Ok(rows)
     }
 
+    /// A message's envelope sender (empty for `<>`), if the index knows
+    /// the message.
+    pub fn sender(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT sender FROM message WHERE id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
     /// One recipient of a message.
     pub fn recipient(
         &self,
@@ -485,7 +497,9 @@ mod tests {
             )
             .unwrap();
         assert_eq!(index.unfinished("A").unwrap(), 0);
+        assert_eq!(index.sender("A").unwrap().as_deref(), Some("s@x.test"));
         index.forget("A").unwrap();
+        assert_eq!(index.sender("A").unwrap(), None);
         assert!(index.ids().unwrap().is_empty());
     }
 

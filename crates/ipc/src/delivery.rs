@@ -92,6 +92,17 @@ pub enum Outcome {
     Bounced,
 }
 
+impl Outcome {
+    /// The log's `status=` word.
+    pub fn status_word(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "sent",
+            Outcome::Deferred => "deferred",
+            Outcome::Bounced => "bounced",
+        }
+    }
+}
+
 /// What happened to one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientResult {

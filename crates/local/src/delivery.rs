@@ -57,15 +57,6 @@ pub(crate) struct Settings {
     pub(crate) directory: Directory,
 }
 
-/// The log's `status=` word.
-fn status_word(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Delivered => "sent",
-        Outcome::Deferred => "deferred",
-        Outcome::Bounced => "bounced",
-    }
-}
-
 fn result(index: u32, outcome: Outcome, dsn: &str, reply: &str) -> RecipientResult {
     RecipientResult {
         index,
@@ -314,7 +305,7 @@ pub(crate) fn deliver_job(settings: &Settings, job: &Job) -> JobResult {
             delay: delays.iter().sum(),
             delays,
             dsn: &r.dsn,
-            status: status_word(r.outcome),
+            status: r.outcome.status_word(),
             reply: &r.reply,
         });
         log::info!("{line}");

@@ -8,9 +8,7 @@
 //! `BODY=8BITMIME`.
 //!
 //! # Must never
-//! Compose a notice to the null sender (mail from `<>` never causes another
-//! notification), report a recipient that did not ask for that kind of
-//! notice, let text from a remote reply start a header line or a MIME
+//! Decide who is due a notice (the queue manager's outcome does), let text from a remote reply start a header line or a MIME
 //! boundary, or read the clock.
 //!
 //! # Security
@@ -21,8 +19,7 @@
 //! occurs nowhere in the generated parts or the returned content.
 //!
 //! # Errors
-//! None: every input yields a message (or, from [`compose`], a reasoned
-//! `None`).
+//! None: every input yields a message.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,25 +96,9 @@ pub(crate) struct Report<'a> {
     pub last_attempt: Option<SystemTime>,
 }
 
-/// Whether this recipient asked for (or by default gets) a notice of this
-/// kind: without NOTIFY, failure and delay notices only (RFC 3461 4.1);
-/// NOTIFY=NEVER, none.
-pub(crate) fn wants(recipient: &Recipient, kind: Kind) -> bool {
-    match (recipient.notify, kind) {
-        (None, Kind::Success) => false,
-        (None, Kind::Failure | Kind::Delay) => true,
-        (Some(n), Kind::Failure) => n.failure,
-        (Some(n), Kind::Delay) => n.delay,
-        (Some(n), Kind::Success) => n.success,
-    }
-}
-
 /// The whole notice to the original sender (headers and MIME body, CRLF
-/// line ends), reporting the recipients of `reports` that [`wants`] this
-/// kind of notice.
-///
-/// `None` when no notice may be sent: the original sender is the null
-/// sender `<>`, or no report is left after filtering.
+/// line ends), reporting every recipient of `reports` (the queue manager's
+/// outcome decides which are due a notice: `crate::outcome`).
 pub(crate) fn compose(
     kind: Kind,
     original: &QueueFile,
@@ -125,26 +106,17 @@ pub(crate) fn compose(
     hostname: &str,
     now: SystemTime,
     will_retry_until: Option<SystemTime>,
-) -> Option<Vec<u8>> {
-    if original.envelope.sender.is_empty() {
-        return None;
-    }
-    let wanted: Vec<&Report<'_>> = reports
-        .iter()
-        .filter(|r| wants(r.recipient, kind))
-        .collect();
-    if wanted.is_empty() {
-        return None;
-    }
+) -> Vec<u8> {
+    let all: Vec<&Report<'_>> = reports.iter().collect();
     let notice = Notice {
         kind,
         original,
-        reports: &wanted,
+        reports: &all,
         hostname: &clean_hostname(hostname),
         now,
         will_retry_until,
     };
-    Some(notice.render(&Audience::Sender(&original.envelope.sender)))
+    notice.render(&Audience::Sender(&original.envelope.sender))
 }
 
 /// A notice to the postmaster in the same format, for a message whose own
@@ -772,7 +744,7 @@ mod tests {
     }
 
     fn failure(file: &QueueFile, reports: &[Report<'_>]) -> Vec<u8> {
-        compose(Kind::Failure, file, reports, HOST, at(NOW), None).expect("a notice")
+        compose(Kind::Failure, file, reports, HOST, at(NOW), None)
     }
 
     /// A composed notice taken apart by its boundary.
@@ -867,88 +839,6 @@ mod tests {
         field(&fields(&parsed.parts[index].0), "Content-Type")
             .expect("part Content-Type")
             .to_owned()
-    }
-
-    #[test]
-    fn wants_follows_notify_and_its_default() {
-        let default = rcpt("a@x", None);
-        assert!(wants(&default, Kind::Failure));
-        assert!(wants(&default, Kind::Delay));
-        assert!(!wants(&default, Kind::Success));
-
-        let never = rcpt("a@x", notify(false, false, false));
-        for kind in [Kind::Failure, Kind::Delay, Kind::Success] {
-            assert!(!wants(&never, kind), "{kind:?}");
-        }
-
-        let success_only = rcpt("a@x", notify(true, false, false));
-        assert!(!wants(&success_only, Kind::Failure));
-        assert!(!wants(&success_only, Kind::Delay));
-        assert!(wants(&success_only, Kind::Success));
-
-        let failure_delay = rcpt("a@x", notify(false, true, true));
-        assert!(wants(&failure_delay, Kind::Failure));
-        assert!(wants(&failure_delay, Kind::Delay));
-        assert!(!wants(&failure_delay, Kind::Success));
-    }
-
-    #[test]
-    fn null_sender_gets_no_notice_of_any_kind() {
-        let r = rcpt("bob@example.net", notify(true, true, true));
-        let mut file = queue_file(vec![r.clone()], CONTENT);
-        file.envelope.sender = String::new();
-        let reports = [report(&r, "5.1.1")];
-        for kind in [Kind::Failure, Kind::Delay, Kind::Success] {
-            assert_eq!(compose(kind, &file, &reports, HOST, at(NOW), None), None);
-        }
-    }
-
-    #[test]
-    fn no_notice_when_no_recipient_wants_one() {
-        let never = rcpt("a@example.net", notify(false, false, false));
-        let default = rcpt("b@example.net", None);
-        let file = queue_file(vec![never.clone(), default.clone()], CONTENT);
-        let both = [report(&never, "5.1.1"), report(&default, "2.0.0")];
-        // NOTIFY=NEVER never; no NOTIFY means no success notice.
-        assert_eq!(
-            compose(Kind::Failure, &file, &both[..1], HOST, at(NOW), None),
-            None
-        );
-        assert_eq!(
-            compose(Kind::Success, &file, &both, HOST, at(NOW), None),
-            None
-        );
-        assert_eq!(
-            compose(Kind::Failure, &file, &[], HOST, at(NOW), None),
-            None
-        );
-    }
-
-    #[test]
-    fn only_wanted_recipients_are_reported_in_one_notice() {
-        let a = rcpt("a@example.net", None);
-        let b = rcpt("b@example.net", notify(false, false, false));
-        let c = rcpt("c@example.net", notify(false, true, false));
-        let d = rcpt("d@example.net", notify(true, false, false));
-        let file = queue_file(vec![a.clone(), b.clone(), c.clone(), d.clone()], CONTENT);
-        let reports = [
-            report(&a, "5.1.1"),
-            report(&b, "5.1.1"),
-            report(&c, "5.2.2"),
-            report(&d, "5.1.1"),
-        ];
-        let parsed = parse(&failure(&file, &reports));
-        let groups = status_groups(&parsed);
-        let finals: Vec<&str> = groups[1..]
-            .iter()
-            .map(|g| field(g, "Final-Recipient").expect("Final-Recipient"))
-            .collect();
-        assert_eq!(finals, ["rfc822; a@example.net", "rfc822; c@example.net"]);
-        let text = String::from_utf8(parsed.parts[0].1.clone()).expect("text");
-        assert!(text.contains("<a@example.net>"));
-        assert!(text.contains("<c@example.net>"));
-        assert!(!text.contains("<b@example.net>"));
-        assert!(!text.contains("<d@example.net>"));
     }
 
     #[test]
@@ -1048,9 +938,16 @@ mod tests {
         };
         let mut ids = vec![
             id_of(failure(&file, &reports)),
-            id_of(compose(Kind::Delay, &file, &reports, HOST, at(NOW), None).expect("delay")),
-            id_of(compose(Kind::Success, &file, &reports, HOST, at(NOW), None).expect("success")),
-            id_of(compose(Kind::Failure, &file, &reports, HOST, at(NOW + 1), None).expect("later")),
+            id_of(compose(Kind::Delay, &file, &reports, HOST, at(NOW), None)),
+            id_of(compose(Kind::Success, &file, &reports, HOST, at(NOW), None)),
+            id_of(compose(
+                Kind::Failure,
+                &file,
+                &reports,
+                HOST,
+                at(NOW + 1),
+                None,
+            )),
             id_of(compose_to_postmaster(
                 Kind::Failure,
                 &file,
@@ -1139,8 +1036,7 @@ mod tests {
         let mut rep = report(&r, "4.4.1");
         rep.diagnostic = Some("connect to mx.example.net: Connection timed out".to_owned());
         let until = at(NOW + 4 * 86_400);
-        let dsn =
-            compose(Kind::Delay, &file, &[rep], HOST, at(NOW), Some(until)).expect("a notice");
+        let dsn = compose(Kind::Delay, &file, &[rep], HOST, at(NOW), Some(until));
         let parsed = parse(&dsn);
         let f = fields(&parsed.header);
         assert_eq!(
@@ -1169,8 +1065,7 @@ mod tests {
             HOST,
             at(NOW),
             Some(until),
-        )
-        .expect("a notice");
+        );
         assert!(field(&status_groups(&parse(&dsn))[1], "Will-Retry-Until").is_none());
     }
 
@@ -1180,7 +1075,7 @@ mod tests {
         let file = queue_file(vec![r.clone()], CONTENT);
         let mut rep = report(&r, "2.0.0");
         rep.diagnostic = Some("250 2.0.0 Ok: queued as 12345".to_owned());
-        let dsn = compose(Kind::Success, &file, &[rep], HOST, at(NOW), None).expect("a notice");
+        let dsn = compose(Kind::Success, &file, &[rep], HOST, at(NOW), None);
         let parsed = parse(&dsn);
         assert_eq!(
             field(&fields(&parsed.header), "Subject"),
@@ -1205,8 +1100,7 @@ mod tests {
         ] {
             let r = rcpt("bob@example.net", notify(true, true, true));
             let file = queue_file(vec![r.clone()], CONTENT);
-            let dsn =
-                compose(kind, &file, &[report(&r, status)], HOST, at(NOW), None).expect("notice");
+            let dsn = compose(kind, &file, &[report(&r, status)], HOST, at(NOW), None);
             let groups = status_groups(&parse(&dsn));
             assert_eq!(field(&groups[1], "Status"), Some(expected), "{status:?}");
         }
@@ -1456,10 +1350,6 @@ mod tests {
         let mut file = queue_file(vec![r.clone()], CONTENT);
         file.envelope.sender = String::new();
         let reports = [report(&r, "5.1.1")];
-        assert_eq!(
-            compose(Kind::Failure, &file, &reports, HOST, at(NOW), None),
-            None
-        );
         let dsn = compose_to_postmaster(
             Kind::Failure,
             &file,
@@ -1514,8 +1404,7 @@ mod tests {
             "mx1.example.org\r\nBcc: x@y",
             at(NOW),
             None,
-        )
-        .expect("notice");
+        );
         let parsed = parse(&dsn);
         assert_eq!(
             field(&fields(&parsed.header), "From"),

@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 
 mod bounce;
+mod notices;
+mod outcome;
 mod pickup;
 mod queue;
 mod retry;

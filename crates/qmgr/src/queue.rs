@@ -18,10 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sluice_config::Config;
 use sluice_ipc::delivery::{self, Outcome, RecipientResult};
 use sluice_ipc::qmgr::{Action, Target};
-use sluice_proto::envelope::{BodyType, Envelope, Notify, Recipient};
-use sluice_spool::{Message, QueueFile, QueueId, Source, Spool};
+use sluice_spool::{QueueFile, QueueId, Spool};
 
-use crate::bounce::{self, Kind, Report};
+use crate::bounce::Kind;
+use crate::notices::Notices;
+use crate::outcome::{self, ms, Input};
 use crate::route;
 use crate::scheduler::{Destination, Job, Scheduler};
 use sluice_index::{Index, NewMessage, NewRecipient, State, Update};
@@ -48,16 +49,13 @@ fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
-fn ms(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
-}
-
 /// The queue.
 pub(crate) struct Queue {
     config: Config,
     hostname: String,
     spool: Spool,
     index: Index,
+    notices: Notices,
     scheduler: Scheduler,
     next_job_id: u64,
     in_flight: HashMap<u64, Job>,
@@ -71,11 +69,13 @@ impl Queue {
             config.queue.max_concurrency_per_destination,
             config.queue.max_concurrency,
         );
+        let notices = Notices::new(&config, &hostname);
         let mut queue = Queue {
             config,
             hostname,
             spool,
             index,
+            notices,
             scheduler,
             next_job_id: 1,
             in_flight: HashMap::new(),
@@ -339,8 +339,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Records outcomes; bounces (and expiries) produce one notice per
-    /// message per event, committed before the recipients are marked.
+    /// Records outcomes as [`outcome::decide`] rules; a failure notice is
+    /// committed before its recipients are marked bounced.
     fn apply(
         &mut self,
         message_id: &str,
@@ -348,102 +348,105 @@ impl Queue {
         results: Vec<RecipientResult>,
         now: i64,
     ) -> anyhow::Result<()> {
-        let lifetime = ms(self.config.queue.lifetime);
-        let expired = now - arrival_ms >= lifetime;
-        let mut updates: Vec<(u32, State, i64, String)> = Vec::new();
-        let mut failed = Vec::new();
-        let mut delayed = Vec::new();
-        let mut sent = Vec::new();
-        for r in results {
-            let error = format!("{} ({})", r.reply, r.dsn);
-            match r.outcome {
-                Outcome::Delivered => {
-                    updates.push((r.index, State::Delivered, now, error));
-                    sent.push(r);
-                }
-                Outcome::Bounced => failed.push(r),
-                Outcome::Deferred if expired => {
-                    self.log_outcome(
-                        message_id,
-                        arrival_ms,
-                        &r,
-                        "expired, returned to sender",
-                        now,
-                    );
-                    failed.push(r);
-                }
-                Outcome::Deferred => {
-                    let attempts = self.attempts(message_id, r.index)? + 1;
-                    let wait = crate::retry::backoff(
-                        attempts,
-                        self.config.queue.retry_min,
-                        self.config.queue.retry_max,
-                    );
-                    updates.push((r.index, State::Deferred, now + ms(wait), error));
-                    delayed.push(r);
+        let queue = &self.config.queue;
+        // The queue file is read only when a notice may be due: its
+        // envelope holds each recipient's NOTIFY.
+        let original = if outcome::may_notify(&results, arrival_ms, queue, now) {
+            match message_id
+                .parse()
+                .map_err(anyhow::Error::from)
+                .and_then(|id| Ok(self.spool.read(id)?))
+            {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    log::warn!("{message_id}: cannot read the queue file for its notices: {e:#}");
+                    None
                 }
             }
+        } else {
+            None
+        };
+        let sender = self.index.sender(message_id)?.unwrap_or_default();
+        let mut inputs = Vec::with_capacity(results.len());
+        for result in results {
+            let attempts = self
+                .index
+                .recipient(message_id, result.index)?
+                .map_or(0, |r| r.attempts);
+            let notify = original
+                .as_ref()
+                .and_then(|f| f.envelope.recipients.get(result.index as usize))
+                .and_then(|r| r.notify);
+            inputs.push(Input {
+                result,
+                attempts,
+                notify,
+            });
         }
-        if !failed.is_empty() {
-            match self.notify(Kind::Failure, message_id, &failed, now) {
-                Ok(()) => {
-                    for r in &failed {
-                        updates.push((
-                            r.index,
-                            State::Bounced,
-                            now,
-                            format!("{} ({})", r.reply, r.dsn),
-                        ));
-                    }
+        let double_bounce_sender = self.notices.double_bounce_sender();
+        let message = outcome::Message {
+            arrival_ms,
+            sender: &sender,
+            double_bounce_sender: &double_bounce_sender,
+        };
+        let mut decision = outcome::decide(message, &inputs, &self.config.queue, now);
+        for (fate, input) in decision.fates.iter().zip(&inputs) {
+            if fate.expired {
+                self.log_outcome(
+                    message_id,
+                    arrival_ms,
+                    &input.result,
+                    "expired, returned to sender",
+                    now,
+                );
+            }
+        }
+        if decision.discarded {
+            log::warn!("{message_id}: undeliverable postmaster notification discarded");
+        }
+        let mut notice_failed = false;
+        for notice in &decision.notices {
+            if notice.kind == Kind::Delay && !self.index.take_delay_warning(message_id)? {
+                continue;
+            }
+            let sent = match &original {
+                Some(file) => self
+                    .notices
+                    .queue(&self.spool, notice, file, &inputs, from_ms(now)),
+                None => Err(anyhow::anyhow!("the queue file is unreadable")),
+            };
+            match sent {
+                // The notice is safe in the spool; an index error is fatal.
+                Ok(id) => {
+                    self.import(&[id])?;
                 }
                 Err(e) => {
-                    // No notice, no bounce: try again later.
-                    log::warn!("{message_id}: cannot queue the non-delivery notice: {e:#}");
-                    for r in &failed {
-                        let retry = now + ms(self.config.queue.retry_min);
-                        updates.push((
-                            r.index,
-                            State::Deferred,
-                            retry,
-                            format!("{} ({})", r.reply, r.dsn),
-                        ));
-                    }
+                    let what = match notice.kind {
+                        Kind::Failure => "non-delivery",
+                        Kind::Delay => "delay",
+                        Kind::Success => "delivery",
+                    };
+                    log::warn!("{message_id}: cannot queue the {what} notice: {e:#}");
+                    notice_failed |= notice.kind == Kind::Failure;
                 }
             }
         }
-        let warn_after = self.config.queue.delay_warning;
-        if !delayed.is_empty()
-            && !warn_after.is_zero()
-            && now - arrival_ms >= ms(warn_after)
-            && self.index.take_delay_warning(message_id)?
-        {
-            if let Err(e) = self.notify(Kind::Delay, message_id, &delayed, now) {
-                log::warn!("{message_id}: cannot queue the delay notice: {e:#}");
-            }
+        if notice_failed {
+            // No notice, no bounce: try again later.
+            decision.notice_failed(now, self.config.queue.retry_min);
         }
-        if !sent.is_empty() {
-            if let Err(e) = self.notify(Kind::Success, message_id, &sent, now) {
-                log::warn!("{message_id}: cannot queue the delivery notice: {e:#}");
-            }
-        }
-        let records: Vec<Update<'_>> = updates
+        let records: Vec<Update<'_>> = decision
+            .fates
             .iter()
-            .map(|(index, state, next, error)| Update {
-                index: *index,
-                state: *state,
-                next_attempt_ms: *next,
-                error: Some(error.as_str()),
+            .map(|f| Update {
+                index: f.index,
+                state: f.state,
+                next_attempt_ms: f.next_attempt_ms,
+                error: Some(f.error.as_str()),
             })
             .collect();
         self.index.record(message_id, &records, true)?;
         self.finish_if_done(message_id)
-    }
-
-    fn attempts(&self, message_id: &str, index: u32) -> anyhow::Result<u32> {
-        Ok(self
-            .index
-            .recipient(message_id, index)?
-            .map_or(0, |r| r.attempts))
     }
 
     /// The delivery line for an outcome the queue manager decides itself
@@ -496,128 +499,6 @@ impl Queue {
         self.index.forget(message_id)?;
         log::info!("{}", sluice_log::line::removed(message_id));
         Ok(())
-    }
-
-    /// Queues a notice about some recipients of a message. `Ok` when the
-    /// notice is committed, or when none is due (NOTIFY, null sender).
-    fn notify(
-        &mut self,
-        kind: Kind,
-        message_id: &str,
-        results: &[RecipientResult],
-        now: i64,
-    ) -> anyhow::Result<()> {
-        let id: QueueId = message_id.parse()?;
-        let original = self.spool.read(id)?;
-        let reports: Vec<Report<'_>> = results
-            .iter()
-            .filter_map(|r| {
-                let recipient = original.envelope.recipients.get(r.index as usize)?;
-                Some(Report {
-                    recipient,
-                    status: r.dsn.clone(),
-                    diagnostic: Some(r.reply.clone()),
-                    remote_mta: r.remote_mta.clone(),
-                    last_attempt: Some(from_ms(now)),
-                })
-            })
-            .collect();
-        let retry_until =
-            (kind == Kind::Delay).then(|| original.arrival + self.config.queue.lifetime);
-        let double_bounce_sender = format!("double-bounce@{}", self.hostname);
-        let (sender, to, bytes, what) = if original.envelope.sender.is_empty() {
-            if kind != Kind::Failure {
-                return Ok(());
-            }
-            // A notice that cannot be delivered: tell the postmaster, once.
-            let postmaster = self.postmaster();
-            let bytes = bounce::compose_to_postmaster(
-                kind,
-                &original,
-                &reports,
-                &self.hostname,
-                from_ms(now),
-                None,
-                &postmaster,
-            );
-            (
-                double_bounce_sender,
-                postmaster,
-                bytes,
-                "postmaster non-delivery",
-            )
-        } else if original.envelope.sender == double_bounce_sender {
-            log::warn!("{message_id}: undeliverable postmaster notification discarded");
-            return Ok(());
-        } else {
-            let Some(bytes) = bounce::compose(
-                kind,
-                &original,
-                &reports,
-                &self.hostname,
-                from_ms(now),
-                retry_until,
-            ) else {
-                return Ok(());
-            };
-            let what = match kind {
-                Kind::Failure => "sender non-delivery",
-                Kind::Delay => "sender delay",
-                Kind::Success => "sender delivery status",
-            };
-            (String::new(), original.envelope.sender.clone(), bytes, what)
-        };
-        let new_id = self.queue_notice(sender, to, &bytes)?;
-        log::info!(
-            "{}",
-            sluice_log::line::notification(message_id, what, &new_id.to_string())
-        );
-        Ok(())
-    }
-
-    fn postmaster(&self) -> String {
-        let domain = self
-            .config
-            .local_domains
-            .iter()
-            .find(|d| !d.starts_with('.'))
-            .cloned()
-            .unwrap_or_else(|| self.hostname.clone());
-        format!("postmaster@{domain}")
-    }
-
-    /// Commits a notice as a new queue file and imports it.
-    fn queue_notice(
-        &mut self,
-        sender: String,
-        to: String,
-        bytes: &[u8],
-    ) -> anyhow::Result<QueueId> {
-        let id = QueueId::generate();
-        let envelope = Envelope {
-            sender,
-            recipients: vec![Recipient {
-                address: to,
-                notify: Some(Notify::default()),
-                orcpt: None,
-            }],
-            body: if bounce::is_8bit(bytes) {
-                BodyType::EightBitMime
-            } else {
-                BodyType::SevenBit
-            },
-            ..Envelope::default()
-        };
-        let source = Source::Notice;
-        self.spool.commit(&Message {
-            id,
-            arrival: SystemTime::now(),
-            source: &source,
-            envelope: &envelope,
-            content: &[bytes],
-        })?;
-        self.import(&[id])?;
-        Ok(id)
     }
 
     /// Bounces recipients that have waited past the queue lifetime without

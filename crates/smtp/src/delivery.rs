@@ -46,15 +46,6 @@ pub(crate) struct Settings {
     pub(crate) route: route::RouteContext,
 }
 
-/// The log's `status=` word.
-pub(crate) fn status_word(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Delivered => "sent",
-        Outcome::Deferred => "deferred",
-        Outcome::Bounced => "bounced",
-    }
-}
-
 fn outcome_of(status: Status) -> Outcome {
     match status {
         Status::Delivered => Outcome::Delivered,
@@ -123,7 +114,7 @@ impl Clock {
             delay: delays.iter().sum(),
             delays,
             dsn: &r.dsn,
-            status: status_word(r.outcome),
+            status: r.outcome.status_word(),
             reply: &r.reply,
         });
         log::info!("{line}");
@@ -342,7 +333,7 @@ mod tests {
         assert_eq!(r.dsn, "2.0.0");
         assert_eq!(r.reply, "250 2.0.0 Ok: queued as X");
         assert_eq!(r.remote_mta.as_deref(), Some("mx.example"));
-        assert_eq!(status_word(r.outcome), "sent");
+        assert_eq!(r.outcome.status_word(), "sent");
 
         let bounced = remote(
             Status::Bounced,
@@ -351,7 +342,7 @@ mod tests {
         let r = recipient_result(0, &bounced, Some("mx"));
         assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Bounced, "5.1.1"));
         assert_eq!(r.reply, "550 5.1.1 unknown ?", "printable only");
-        assert_eq!(status_word(r.outcome), "bounced");
+        assert_eq!(r.outcome.status_word(), "bounced");
 
         let local = local_outcome(
             0,
@@ -363,7 +354,7 @@ mod tests {
         assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Deferred, "4.4.1"));
         assert_eq!(r.reply, "connect to h[127.0.0.1]:25: Connection refused");
         assert_eq!(r.remote_mta, None);
-        assert_eq!(status_word(r.outcome), "deferred");
+        assert_eq!(r.outcome.status_word(), "deferred");
     }
 
     fn settings(dir: &std::path::Path) -> Settings {
