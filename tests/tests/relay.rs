@@ -224,7 +224,15 @@ fn expired_mail_bounces_and_an_undeliverable_bounce_does_not_loop() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead_route = format!("[127.0.0.1]:{}", closed.local_addr().expect("addr").port());
     drop(closed);
-    let mut sluice = relay(&sink, &dead_route, "lifetime: \"2s\", delay_warning: \"0\"");
+    // The postmaster is a user nobody has, so the postmaster's copy fails
+    // too, whatever the machine's aliases and mailboxes are.
+    let mut sluice = Instance::new(&format!(
+        "local_domains: [\"local.test\"], relay_domains: [\"relay.test\"],\n    \
+         routes: {{ \"relay.test\": \"{}\", \"client.test\": \"{dead_route}\" }},\n    \
+         local: ( aliases: \"/nonexistent/aliases\", postmaster: \"no-such-user-sluice-e2e\" ),\n    \
+         queue: ( retry_min: \"1s\", retry_max: \"2s\", smtp_agents: 2, lifetime: \"2s\", delay_warning: \"0\" ),",
+        sink.route()
+    ));
     let addr = sluice.start();
     let outcome = send_with_python(addr, 1, &mails(1, "expire")).remove(0);
     assert!(outcome.ok);
