@@ -150,6 +150,16 @@ fn mail_submitted_while_stopped_waits_in_maildrop_and_goes_out_at_start() {
 
     assert_eq!(sluice.log_count(": uid=0 from=<root@mx.sluice.test>"), 1);
     assert_eq!(sluice.log_count(": uid=0 from=<x@client.test>"), 1);
+    // The pickup line is the pickup program's own, as Postfix's is.
+    let log = sluice.log();
+    let pickup_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": uid=0 from=<"))
+        .collect();
+    assert_eq!(pickup_lines.len(), 2, "{log}");
+    for line in pickup_lines {
+        assert!(line.contains(" sluice/pickup["), "{line}");
+    }
     wait_for("maildrop and queue to empty", || {
         sluice.files_in("maildrop").is_empty() && sluice.files_in("queue").is_empty()
     });

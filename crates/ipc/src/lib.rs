@@ -15,6 +15,7 @@ pub mod agent;
 pub mod anvil;
 pub mod call;
 pub mod delivery;
+pub mod pickup;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -109,10 +110,6 @@ pub mod qmgr {
             /// The queue ID (the file name in `queue/`).
             queue_id: String,
         },
-        /// A hint from `sluice-sendmail`: new files may be in `maildrop/`.
-        /// Sent by any local user, so it only makes the queue manager look
-        /// sooner (it also looks every second). It has no response.
-        Maildrop,
         /// ETRN (RFC 1985): attempt deferred mail for a domain now.
         Etrn {
             /// The domain, as the client gave it.

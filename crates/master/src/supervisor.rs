@@ -60,20 +60,22 @@ impl Slot {
 }
 
 /// The daemons a configuration asks for: the connection counter (when a
-/// per-client limit is on), the SMTP servers, one queue manager, the SMTP
-/// delivery agents and the local delivery agents.
+/// per-client limit is on), the SMTP servers, one queue manager, one
+/// maildrop pickup, the SMTP delivery agents and the local delivery agents.
 fn slots_for(config: &Config, now: Instant) -> Vec<Slot> {
     let counting =
         config.smtpd.client_connection_limit > 0 || config.smtpd.client_connection_rate_limit > 0;
     let anvil = counting.then(|| Slot::new("anvil", "sluice-anvil", now));
     let smtpd = (0..config.smtpd.processes).map(|_| Slot::new("smtpd", "sluice-smtpd", now));
     let qmgr = std::iter::once(Slot::new("qmgr", "sluice-qmgr", now));
+    let pickup = std::iter::once(Slot::new("pickup", "sluice-pickup", now));
     let smtp = (0..config.queue.smtp_agents).map(|_| Slot::new("smtp", "sluice-smtp", now));
     let local = (0..config.queue.local_agents).map(|_| Slot::new("local", "sluice-local", now));
     anvil
         .into_iter()
         .chain(smtpd)
         .chain(qmgr)
+        .chain(pickup)
         .chain(smtp)
         .chain(local)
         .collect()

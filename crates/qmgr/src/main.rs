@@ -11,10 +11,8 @@
 //! drops rows whose file is gone: deleting the index while Sluice is
 //! stopped loses no mail (at worst, delivered recipients get it again).
 //!
-//! It also picks up `maildrop/` (local submissions by `sluice-sendmail`)
-//! at start, every second and on a hint: each file is checked again (its
-//! owner, not its content, says who submitted it), committed to `queue/`
-//! under a new queue ID and removed; bad ones go to `corrupt/`.
+//! Local submissions reach `queue/` through `sluice-pickup`, which hints
+//! the queue manager like smtpd does.
 //!
 //! Each recipient is routed (a `routes` entry, local delivery for
 //! `local_domains`, the `*` smarthost, else the domain for DNS) and
@@ -38,7 +36,6 @@
 //! checked with the peer's credentials.
 //!
 //! # Diagnostics
-//! `QUEUEID: uid=N from=<...>` (pickup),
 //! `QUEUEID: from=<...>, size=N, nrcpt=N (queue active)`, `QUEUEID:
 //! removed`, `QUEUEID: sender non-delivery notification: ID`, on stderr or
 //! syslog (tag `sluice/qmgr`). Index errors are fatal; the master restarts
@@ -52,7 +49,6 @@
 mod bounce;
 mod notices;
 mod outcome;
-mod pickup;
 mod queue;
 mod retry;
 mod route;
@@ -85,6 +81,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
     } = sluice_daemon::start("qmgr", &args.daemon)?;
     sluice_daemon::drop_privileges(&config.user).context("dropping privileges")?;
     let run_dir = config.run_dir.clone();
-    let queue = queue::Queue::open(config, hostname)?;
+    let queue = queue::Queue::open(config, &hostname)?;
     service::Service::new(&run_dir, queue)?.run()
 }

@@ -52,7 +52,6 @@ fn from_ms(ms: i64) -> SystemTime {
 /// The queue.
 pub(crate) struct Queue {
     config: Config,
-    hostname: String,
     spool: Spool,
     index: Index,
     notices: Notices,
@@ -62,17 +61,16 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn open(config: Config, hostname: String) -> anyhow::Result<Queue> {
+    pub(crate) fn open(config: Config, hostname: &str) -> anyhow::Result<Queue> {
         let spool = Spool::new(&config.spool_dir);
         let index = Index::open(&sluice_index::path(&config.spool_dir))?;
         let scheduler = Scheduler::new(
             config.queue.max_concurrency_per_destination,
             config.queue.max_concurrency,
         );
-        let notices = Notices::new(&config, &hostname);
+        let notices = Notices::new(&config, hostname);
         let mut queue = Queue {
             config,
-            hostname,
             spool,
             index,
             notices,
@@ -124,17 +122,6 @@ impl Queue {
             .filter(|id| !known.contains(&id.to_string()))
             .collect();
         self.import(&unknown)
-    }
-
-    /// Turns the files in `maildrop/` into queue files and imports them
-    /// (see [`crate::pickup`]); returns how many.
-    pub(crate) fn pickup(&mut self) -> anyhow::Result<usize> {
-        let settings = crate::pickup::Settings::from_config(&self.config, &self.hostname);
-        let ids = crate::pickup::pickup_all(&self.spool, &settings);
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        self.import(&ids)
     }
 
     /// Reads queue files and adds them to the index (idempotent).

@@ -1,6 +1,6 @@
 //! The queue manager's event loop and its two sockets:
-//! - `run_dir/qmgr.sock` (mode 0666): new-mail hints from smtpd, maildrop
-//!   hints from sendmail (any user: they only trigger a pickup), ETRN, and
+//! - `run_dir/qmgr.sock` (mode 0666): new-mail hints from smtpd, pickup
+//!   and local forwarding, ETRN, and
 //!   operators' changes from `sluice-queue` (changes only from root, the
 //!   queue manager's own user or its group, checked with SO_PEERCRED);
 //! - `run_dir/delivery.sock` (mode 0660): delivery agents taking jobs.
@@ -32,8 +32,6 @@ const DELIVERY: Token = Token(2);
 const FIRST_PEER: usize = 16;
 /// How often `queue/` is scanned for files whose hint was lost.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
-/// How often `maildrop/` is looked at (a readdir) without a hint.
-const PICKUP_EVERY: Duration = Duration::from_secs(1);
 /// How often waiting recipients are checked against the queue lifetime.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 /// The loop wakes at least this often to look for due recipients.
@@ -75,7 +73,6 @@ pub(crate) struct Service {
     queue: Queue,
     next_scan: Instant,
     next_expire: Instant,
-    next_pickup: Instant,
 }
 
 fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
@@ -114,7 +111,6 @@ impl Service {
             queue,
             next_scan: Instant::now() + SCAN_EVERY,
             next_expire: Instant::now() + EXPIRE_EVERY,
-            next_pickup: Instant::now(),
         })
     }
 
@@ -137,8 +133,7 @@ impl Service {
             let timeout = until_due
                 .min(TICK)
                 .min(self.next_scan.saturating_duration_since(now))
-                .min(self.next_expire.saturating_duration_since(now))
-                .min(self.next_pickup.saturating_duration_since(now));
+                .min(self.next_expire.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e.into());
@@ -174,10 +169,6 @@ impl Service {
                     log::info!("scan found {found} queue file(s) without a hint");
                 }
                 self.next_scan = Instant::now() + SCAN_EVERY;
-            }
-            if Instant::now() >= self.next_pickup {
-                self.queue.pickup()?;
-                self.next_pickup = Instant::now() + PICKUP_EVERY;
             }
             if Instant::now() >= self.next_expire {
                 self.queue.expire(now_ms())?;
@@ -432,9 +423,6 @@ impl Service {
                     sluice_log::printable(&queue_id, 40)
                 ),
             },
-            Request::Maildrop => {
-                self.queue.pickup()?;
-            }
             Request::Etrn { domain } => {
                 let response = match self.queue.etrn(&domain) {
                     Ok(messages) => Response::Done { messages },

@@ -10,7 +10,7 @@
 //! # Description
 //! Reads a message on standard input, until the end of input or a line
 //! holding a single `.` (unless `-i` or `-oi`), and writes it into the
-//! spool's `maildrop/` directory, from which the queue manager picks it up
+//! spool's `maildrop/` directory, from which `sluice-pickup` picks it up
 //! and queues it. It needs no running daemon: with Sluice stopped the
 //! message waits in `maildrop/` and goes out as soon as Sluice starts.
 //! Lines may end in LF or CRLF; the stored message has CRLF line ends.
@@ -50,9 +50,9 @@
 //! # Security
 //! Runs as the invoking user with no privilege (no set-uid bit): it can do
 //! nothing a user could not do by writing a file into `maildrop/` (mode
-//! 1733) by hand, and the queue manager checks every maildrop file again.
-//! Who submitted is the real uid (`getuid()`), never an argument; the queue
-//! manager takes it from the file's owner.
+//! 1733) by hand, and `sluice-pickup` checks every maildrop file again.
+//! Who submitted is the real uid (`getuid()`), never an argument; pickup
+//! takes it from the file's owner.
 //!
 //! # Diagnostics
 //! Problems go to standard error as `sluice-sendmail: REASON`. Exit status

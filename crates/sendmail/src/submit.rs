@@ -1,8 +1,8 @@
 //! Submission: who is submitting ([`Submitter`], from `getuid()` only),
 //! the envelope (sender from `-f` or `user@hostname`, recipients from the
 //! command line and, with `-t`, the headers), the header fixes, and the
-//! maildrop file ([`Spool::commit_to`]) with a best-effort hint to the
-//! queue manager.
+//! maildrop file ([`Spool::commit_to`]) with a best-effort wake-up of
+//! `sluice-pickup`.
 //!
 //! # Must never
 //! Take the submitter's identity from anything but the real uid, write
@@ -10,17 +10,14 @@
 //! is what counts.
 //!
 //! # Security
-//! Runs as the invoking user, with no privilege. The queue manager checks
+//! Runs as the invoking user, with no privilege. `sluice-pickup` checks
 //! every maildrop file again (it cannot trust this program, which any user
 //! can replace by a hand-written file).
 //!
 //! # Errors
 //! [`Failure`]s carry the sysexits code and a one-line reason.
 
-use std::io::Write as _;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use sluice_config::Config;
 use sluice_proto::address::{self, Path as SmtpPath};
@@ -192,7 +189,7 @@ impl Context {
         Ok(out)
     }
 
-    /// Writes the maildrop file and hints the queue manager.
+    /// Writes the maildrop file and wakes pickup.
     pub(crate) fn commit(
         &self,
         id: QueueId,
@@ -227,20 +224,10 @@ impl Context {
                 envelope.recipients.len()
             );
         }
-        hint_qmgr(&self.run_dir.join("qmgr.sock"));
+        // Best effort: with the daemons down nothing listens, and the file
+        // waits in maildrop/ for pickup to start.
+        sluice_ipc::pickup::wake(&self.run_dir);
         Ok(())
-    }
-}
-
-/// Tells a running queue manager to look at `maildrop/`. Best effort:
-/// with the daemons down nothing listens, and the file waits.
-fn hint_qmgr(socket: &Path) {
-    let Ok(frame) = sluice_ipc::encode(&sluice_ipc::qmgr::Request::Maildrop) else {
-        return;
-    };
-    if let Ok(mut stream) = UnixStream::connect(socket) {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let _ = stream.write_all(&frame);
     }
 }
 

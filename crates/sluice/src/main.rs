@@ -42,11 +42,12 @@ use nix::unistd::Pid;
 use sluice_config::Config;
 
 /// The programs a complete installation has in `daemon_dir`.
-const PROGRAMS: [&str; 9] = [
+const PROGRAMS: [&str; 10] = [
     "sluice-master",
     "sluice-smtpd",
     "sluice-anvil",
     "sluice-qmgr",
+    "sluice-pickup",
     "sluice-smtp",
     "sluice-local",
     "sluice-queue",

@@ -1,8 +1,8 @@
-//! Pickup of `maildrop/`: turns the files that `sluice-sendmail` (or any
-//! local user, by hand) dropped there into queue files.
+//! The files of `maildrop/`: turns what `sluice-sendmail` (or any local
+//! user, by hand) dropped there into queue files, through cleanup.
 //!
 //! For each file, oldest name first: open it without following a symlink
-//! and without blocking (a FIFO must not hang the queue manager), `fstat`
+//! and without blocking (a FIFO must not hang pickup), `fstat`
 //! the open file, read at most a size limit, decode it, check it, then
 //! commit a new queue file with a new queue ID ([`Spool::commit`]), remove
 //! the maildrop file, and hand the new ID back for import. A crash between
@@ -34,7 +34,7 @@
 //! # Errors
 //! A bad file is quarantined and logged, and pickup goes on with the next.
 //! A failed commit or removal leaves the maildrop file for the next scan
-//! (logged). Nothing here is fatal to the queue manager.
+//! (logged). Nothing here is fatal.
 
 use std::fs::{self, File};
 use std::io::Read as _;
@@ -91,7 +91,7 @@ enum Refusal {
     Retry(String),
 }
 
-/// Picks up every file in `maildrop/`; returns the new queue IDs to import.
+/// Picks up every file in `maildrop/`; returns the new queue IDs.
 pub(crate) fn pickup_all(spool: &Spool, settings: &Settings) -> Vec<QueueId> {
     let dir = spool.dir(Area::Maildrop);
     let entries = match fs::read_dir(&dir) {
