@@ -37,8 +37,6 @@ mod engine;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -84,7 +82,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let started = sluice_daemon::start("anvil", &args.daemon)?;
     sluice_daemon::drop_privileges(&started.config.user).context("dropping privileges")?;
     let path = started.config.run_dir.join(SOCKET);
-    let mut listener = bind(&path).with_context(|| path.display().to_string())?;
+    let mut listener = sluice_daemon::bind_socket(&path, 0o660)
+        .map(UnixListener::from_std)
+        .with_context(|| path.display().to_string())?;
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry()
@@ -195,17 +195,4 @@ fn serve(engine: &mut Engine, peers: &mut HashMap<u64, Peer>, id: u64, buf: &mut
         }
     }
     true
-}
-
-/// Binds the socket afresh (a stale one from a previous run is removed),
-/// mode 0660.
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
 }

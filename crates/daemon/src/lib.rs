@@ -206,6 +206,21 @@ pub fn drop_privileges(user: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Binds a daemon's Unix socket in `run_dir` afresh (a stale one from a
+/// previous run is removed) with `mode`, non-blocking, for a mio loop.
+pub fn bind_socket(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 /// The system's host name, for configs that leave `hostname` empty.
 pub fn system_hostname() -> String {
     nix::unistd::gethostname()

@@ -39,7 +39,6 @@
 mod maildrop;
 
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -81,7 +80,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let spool = Spool::new(&config.spool_dir);
     let settings = maildrop::Settings::from_config(&config, &hostname);
     let path = sluice_ipc::pickup::socket(&config.run_dir);
-    let mut listener = bind(&path).with_context(|| path.display().to_string())?;
+    let mut listener = sluice_daemon::bind_socket(&path, 0o666)
+        .map(UnixListener::from_std)
+        .with_context(|| path.display().to_string())?;
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry()
@@ -161,17 +162,4 @@ fn hint_qmgr(run_dir: &Path, ids: &[QueueId]) {
             socket.display()
         );
     }
-}
-
-/// Binds the wake-up socket afresh (a stale one from a previous run is
-/// removed), mode 0666: any local user may wake pickup.
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(listener)
 }
