@@ -72,6 +72,35 @@ fn push_count(out: &mut String, name: &str, ok: u32, total: u32) {
     }
 }
 
+/// Which per-client connection limit a client went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    /// Connections open at once.
+    Concurrency,
+    /// Connections opened per time unit.
+    Rate,
+}
+
+/// `Connection concurrency limit exceeded: 51 from host[addr] for service
+/// smtp` (or `Connection rate limit exceeded: ...`), logged as a warning,
+/// as Postfix's smtpd does.
+pub fn client_limit_exceeded(
+    limit: ClientLimit,
+    count: u32,
+    hostname: Option<&str>,
+    addr: IpAddr,
+    service: &str,
+) -> String {
+    let what = match limit {
+        ClientLimit::Concurrency => "concurrency",
+        ClientLimit::Rate => "rate",
+    };
+    format!(
+        "Connection {what} limit exceeded: {count} from {} for service {service}",
+        peer(hostname, addr)
+    )
+}
+
 /// `timeout after DATA from host[addr]`, `lost connection after RCPT from
 /// host[addr]`, `too many errors after ...`: what ended or troubled a
 /// session, and at which stage.
@@ -255,6 +284,14 @@ mod tests {
             "X: from=<>, size=1, nrcpt=1 (queue active)"
         );
         assert_eq!(removed("4XKJ0ABC"), "4XKJ0ABC: removed");
+        assert_eq!(
+            client_limit_exceeded(ClientLimit::Concurrency, 51, None, lo(), "smtp"),
+            "Connection concurrency limit exceeded: 51 from unknown[127.0.0.1] for service smtp"
+        );
+        assert_eq!(
+            client_limit_exceeded(ClientLimit::Rate, 7, Some("h.example"), lo(), "smtp"),
+            "Connection rate limit exceeded: 7 from h.example[127.0.0.1] for service smtp"
+        );
         assert_eq!(
             pickup("4XKJ0ABC", 1000, "joe@mx.example"),
             "4XKJ0ABC: uid=1000 from=<joe@mx.example>"

@@ -368,6 +368,16 @@ pub fn too_many_connections(host: &str) -> Reply {
     )
 }
 
+/// `421 4.7.0 host Error: too many connections from addr`: a client over
+/// its per-client connection limit (count or rate), as Postfix says it.
+pub fn too_many_connections_from(host: &str, addr: std::net::IpAddr) -> Reply {
+    Reply::new(
+        421,
+        e(4, 7, 0),
+        &format!("{host} Error: too many connections from {addr}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

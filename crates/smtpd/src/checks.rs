@@ -35,6 +35,9 @@ pub(crate) enum Opinion {
 /// A check, named by what answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// Is the client within its per-client connection limits, counted
+    /// across every smtpd process by `sluice-anvil`? Answered by `anvil`.
+    ClientLimit,
     /// Does a recipient in a local domain exist (aliases, virtual map,
     /// system users)? Answered off the loop by `recipients`.
     LocalRecipient,
@@ -43,8 +46,9 @@ pub(crate) enum Kind {
 /// The checks of `stage`, in the order they are asked.
 pub(crate) fn at(stage: Stage) -> &'static [Kind] {
     match stage {
+        Stage::Connect => &[Kind::ClientLimit],
         Stage::Rcpt => &[Kind::LocalRecipient],
-        Stage::Connect | Stage::Helo | Stage::Mail | Stage::Data | Stage::EndOfData => &[],
+        Stage::Helo | Stage::Mail | Stage::Data | Stage::EndOfData => &[],
     }
 }
 
@@ -126,8 +130,18 @@ mod tests {
     }
 
     #[test]
+    fn the_client_limit_is_the_connect_check() {
+        let mut fold = Fold::new(check(Stage::Connect));
+        assert_eq!(fold.step(None), Step::Run(Kind::ClientLimit));
+        assert_eq!(
+            fold.step(Some(Opinion::NoOpinion)),
+            Step::Done(CheckAnswer::Accept)
+        );
+    }
+
+    #[test]
     fn a_stage_without_checks_accepts_at_once() {
-        for stage in [Stage::Connect, Stage::Helo, Stage::Mail, Stage::Data] {
+        for stage in [Stage::Helo, Stage::Mail, Stage::Data] {
             let mut fold = Fold::new(check(stage));
             assert_eq!(fold.step(None), Step::Done(CheckAnswer::Accept));
         }

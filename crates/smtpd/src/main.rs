@@ -38,6 +38,7 @@
 //! directory entry are on disk.
 #![forbid(unsafe_code)]
 
+mod anvil;
 mod asks;
 mod checks;
 mod committer;

@@ -23,6 +23,7 @@ use sluice_config::Config;
 use sluice_proto::server::{Ask, CommitAnswer, Output};
 use sluice_spool::Spool;
 
+use crate::anvil::Anvil;
 use crate::checks::{Fold, Kind, Opinion, Step};
 use crate::committer::Committer;
 use crate::connection::{self, Connection, Read};
@@ -32,7 +33,8 @@ use crate::{events, settings};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
-const FIRST_LISTENER: usize = 2;
+const ANVIL: Token = Token(2);
+const FIRST_LISTENER: usize = 3;
 const FIRST_CONNECTION: usize = 1 << 16;
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -48,6 +50,7 @@ pub(crate) struct Server {
     hostname: String,
     committer: Committer,
     recipients: Recipients,
+    anvil: Anvil,
     qmgr: Qmgr,
     /// Set on SIGTERM: when to give up on sessions still running.
     stopping: Option<Instant>,
@@ -90,6 +93,12 @@ impl Server {
                 Arc::clone(&waker),
             )?,
             recipients: Recipients::start(directory, waker)?,
+            anvil: Anvil::new(
+                config.run_dir.join(sluice_ipc::anvil::SOCKET),
+                ANVIL,
+                &config.smtpd,
+                &hostname,
+            ),
             qmgr: Qmgr::new(config.run_dir.join("qmgr.sock")),
             config,
             hostname,
@@ -126,6 +135,11 @@ impl Server {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
                     WAKER => self.answered(),
+                    ANVIL => {
+                        for (token, opinion) in self.anvil.results(self.poll.registry()) {
+                            self.looked_up(token, opinion);
+                        }
+                    }
                     Token(t) if (FIRST_LISTENER..FIRST_CONNECTION).contains(&t) => {
                         self.accept(t - FIRST_LISTENER);
                     }
@@ -149,6 +163,7 @@ impl Server {
             .filter_map(|c| c.session.poll_timeout())
             .chain(self.committer.asks.next_deadline())
             .chain(self.recipients.asks.next_deadline())
+            .chain(self.anvil.asks.next_deadline())
             .chain(self.stopping)
             .min()
     }
@@ -277,6 +292,10 @@ impl Server {
                     }
                     return;
                 }
+                Step::Run(Kind::ClientLimit) => {
+                    let ip = self.connections.get(&token).map(|c| c.peer.ip());
+                    opinion = self.anvil.check(self.poll.registry(), token, ip, now);
+                }
                 Step::Run(Kind::LocalRecipient) => {
                     opinion = self.recipients.check(token, fold.check(), now);
                 }
@@ -351,6 +370,7 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.committer.asks.close(token);
             self.recipients.asks.close(token);
+            self.anvil.release(self.poll.registry(), token);
             events::log_end(&c.session, c.peer.ip(), c.eof);
         }
     }
@@ -372,6 +392,9 @@ impl Server {
             self.answer_commit(token, answer);
         }
         for (token, opinion) in self.recipients.asks.expire_answers(now, "recipient lookup") {
+            self.looked_up(token, opinion);
+        }
+        for (token, opinion) in self.anvil.expired(now) {
             self.looked_up(token, opinion);
         }
     }
