@@ -46,6 +46,7 @@ use sluice_spool::{QueueId, Source};
 pub mod date;
 mod header;
 mod local;
+pub mod notice;
 mod received;
 
 pub use header::{header_safe, Header};

@@ -118,6 +118,24 @@ pub struct RecipientResult {
     /// means the next hop was not reached (the queue manager then suspends
     /// the destination for a while).
     pub remote_mta: Option<String>,
+    /// For a delivered recipient, who owes its sender a success report
+    /// (RFC 3461 §5.2): absent from an older agent, [`Handoff::Final`].
+    #[serde(default)]
+    pub handoff: Handoff,
+}
+
+/// Where a delivered recipient's message went, which decides the success
+/// report (RFC 3461 §5.2.2, §5.2.3; RFC 3464 §2.3.3 `Action:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handoff {
+    /// Final delivery (a mailbox, LMTP): Sluice reports `delivered`.
+    #[default]
+    Final,
+    /// Relayed to a next hop without DSN: Sluice reports `relayed`.
+    Relayed,
+    /// Relayed to a next hop that offered DSN, with NOTIFY passed on: the
+    /// duty moved on with the message, Sluice reports nothing.
+    PassedOn,
 }
 
 /// The answer to one [`Job`].

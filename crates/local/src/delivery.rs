@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_ipc::delivery::{Job, JobResult, Outcome, RecipientResult};
+use sluice_ipc::delivery::{Handoff, Job, JobResult, Outcome, RecipientResult};
 use sluice_mailbox::{Account, Destination, Directory, Severity};
 use sluice_proto::envelope::Recipient;
 use sluice_spool::{QueueFile, QueueId, Spool};
@@ -64,6 +64,8 @@ fn result(index: u32, outcome: Outcome, dsn: &str, reply: &str) -> RecipientResu
         dsn: dsn.to_owned(),
         reply: sluice_log::printable(reply, 512),
         remote_mta: None,
+        // Mailboxes, files and commands are final delivery (RFC 3461 §5.2.1).
+        handoff: Handoff::Final,
     }
 }
 

@@ -46,7 +46,6 @@
 //! recipient bounced before its notice is safely queued.
 #![forbid(unsafe_code)]
 
-mod bounce;
 mod notices;
 mod outcome;
 mod queue;

@@ -9,15 +9,17 @@
 use std::time::{Duration, SystemTime};
 
 use sluice_config::Config;
+use sluice_ipc::delivery::Handoff;
 use sluice_proto::envelope::{BodyType, Envelope, Notify, Recipient};
 use sluice_spool::{Message, QueueFile, QueueId, Source, Spool};
 
-use crate::bounce::{self, Kind, Report};
 use crate::outcome::{Audience, Input, NoticeDue};
+use sluice_cleanup::notice::{self, Kind, Report};
 
 /// Who notices come from and go to.
 pub(crate) struct Notices {
     hostname: String,
+    cleanup: sluice_cleanup::Settings,
     postmaster: String,
     lifetime: Duration,
 }
@@ -31,6 +33,9 @@ impl Notices {
             .map_or(hostname, String::as_str);
         Notices {
             hostname: hostname.to_owned(),
+            cleanup: sluice_cleanup::Settings {
+                hostname: hostname.to_owned(),
+            },
             postmaster: format!("postmaster@{domain}"),
             lifetime: config.queue.lifetime,
         }
@@ -46,12 +51,12 @@ impl Notices {
     pub(crate) fn queue(
         &self,
         spool: &Spool,
-        notice: &NoticeDue,
+        due: &NoticeDue,
         original: &QueueFile,
         inputs: &[Input],
         now: SystemTime,
     ) -> anyhow::Result<QueueId> {
-        let reports: Vec<Report<'_>> = notice
+        let reports: Vec<Report<'_>> = due
             .recipients
             .iter()
             .filter_map(|index| {
@@ -63,14 +68,15 @@ impl Notices {
                     diagnostic: Some(r.reply.clone()),
                     remote_mta: r.remote_mta.clone(),
                     last_attempt: Some(now),
+                    relayed: r.handoff == Handoff::Relayed,
                 })
             })
             .collect();
-        let retry_until = (notice.kind == Kind::Delay).then(|| original.arrival + self.lifetime);
-        let (sender, to, bytes, what) = match notice.audience {
+        let retry_until = (due.kind == Kind::Delay).then(|| original.arrival + self.lifetime);
+        let (sender, to, bytes, what) = match due.audience {
             Audience::Postmaster => {
-                let bytes = bounce::compose_to_postmaster(
-                    notice.kind,
+                let bytes = notice::compose_to_postmaster(
+                    due.kind,
                     original,
                     &reports,
                     &self.hostname,
@@ -87,15 +93,15 @@ impl Notices {
                 )
             }
             Audience::Sender => {
-                let bytes = bounce::compose(
-                    notice.kind,
+                let bytes = notice::compose(
+                    due.kind,
                     original,
                     &reports,
                     &self.hostname,
                     now,
                     retry_until,
                 );
-                let what = match notice.kind {
+                let what = match due.kind {
                     Kind::Failure => "sender non-delivery",
                     Kind::Delay => "sender delay",
                     Kind::Success => "sender delivery status",
@@ -104,6 +110,7 @@ impl Notices {
             }
         };
         let id = QueueId::generate();
+        let smtputf8 = notice::needs_smtputf8(&to, &bytes);
         let envelope = Envelope {
             sender,
             recipients: vec![Recipient {
@@ -111,20 +118,34 @@ impl Notices {
                 notify: Some(Notify::default()),
                 orcpt: None,
             }],
-            body: if bounce::is_8bit(&bytes) {
+            body: if notice::is_8bit(&bytes) {
                 BodyType::EightBitMime
             } else {
                 BodyType::SevenBit
             },
+            smtputf8,
             ..Envelope::default()
         };
-        let source = Source::Notice;
-        spool.commit(&Message {
+        // Through the one door, as every message: a notice is not
+        // filtered again (no step applies to its source).
+        let entry = sluice_cleanup::Entry {
             id,
             arrival: SystemTime::now(),
-            source: &source,
+            source: &Source::Notice,
             envelope: &envelope,
-            content: &[&bytes],
+        };
+        let cleaned = sluice_cleanup::clean(
+            &self.cleanup,
+            &entry,
+            &sluice_cleanup::Submitter::default(),
+            &bytes,
+        );
+        spool.commit(&Message {
+            id,
+            arrival: entry.arrival,
+            source: entry.source,
+            envelope: &envelope,
+            content: &cleaned.pieces(),
         })?;
         log::info!(
             "{}",

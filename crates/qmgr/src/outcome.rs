@@ -8,7 +8,9 @@
 //! has been queued for the queue lifetime). The decision also names the
 //! notices due: a failure notice for bounced recipients that asked for one,
 //! a delay notice once the message is `delay_warning` late, a success
-//! notice for delivered recipients with NOTIFY=SUCCESS. Mail from `<>` never
+//! notice for delivered recipients with NOTIFY=SUCCESS, unless the next hop
+//! offered DSN and so took the duty over (RFC 3461 §5.2.2; one relayed to a
+//! next hop without DSN is reported `relayed`). Mail from `<>` never
 //! gets a notice: its failures go to the postmaster, once, and a failed
 //! postmaster notice is discarded.
 //!
@@ -21,10 +23,10 @@
 use std::time::Duration;
 
 use sluice_index::State;
-use sluice_ipc::delivery::{Outcome, RecipientResult};
+use sluice_ipc::delivery::{Handoff, Outcome, RecipientResult};
 use sluice_proto::envelope::Notify;
 
-use crate::bounce::Kind;
+use sluice_cleanup::notice::Kind;
 
 /// The message the results are about.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +174,8 @@ pub(crate) fn decide(
             .iter()
             .zip(&fates)
             .filter(|(input, fate)| fate.state == state && wants(input.notify, kind))
+            // RFC 3461 §5.2.2: a next hop that took NOTIFY owes the report.
+            .filter(|(input, _)| kind != Kind::Success || input.result.handoff != Handoff::PassedOn)
             .map(|(_, fate)| fate.index)
             .collect()
     };
@@ -262,6 +266,7 @@ mod tests {
                 dsn: dsn.into(),
                 reply: reply.into(),
                 remote_mta: Some("mx.remote.test".into()),
+                handoff: Handoff::Final,
             },
             attempts,
             notify,
@@ -461,6 +466,44 @@ mod tests {
             assert_eq!(got, kinds, "{flags:?} {outcome:?}");
             assert!(d.notices.iter().all(|n| n.audience == Audience::Sender));
         }
+    }
+
+    #[test]
+    fn success_reports_follow_what_the_next_hop_took() {
+        let success = notify(true, true, false);
+        let with = |index, handoff| Input {
+            result: RecipientResult {
+                handoff,
+                ..input(index, Outcome::Delivered, 0, success).result
+            },
+            ..input(index, Outcome::Delivered, 0, success)
+        };
+        let d = decide(
+            message("s@x.test"),
+            &[
+                with(0, Handoff::PassedOn),
+                with(1, Handoff::Relayed),
+                with(2, Handoff::Final),
+            ],
+            &queue(),
+            HOUR,
+        );
+        assert_eq!(
+            d.notices,
+            [NoticeDue {
+                kind: Kind::Success,
+                audience: Audience::Sender,
+                recipients: vec![1, 2],
+            }]
+        );
+        let d = decide(
+            message("s@x.test"),
+            &[with(0, Handoff::PassedOn)],
+            &queue(),
+            HOUR,
+        );
+        assert!(d.notices.is_empty(), "{d:?}");
+        assert_eq!(states(&d), [State::Delivered]);
     }
 
     #[test]

@@ -16,15 +16,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_config::Config;
-use sluice_ipc::delivery::{self, Outcome, RecipientResult};
+use sluice_ipc::delivery::{self, Handoff, Outcome, RecipientResult};
 use sluice_ipc::qmgr::{Action, Target};
 use sluice_spool::{QueueFile, QueueId, Spool};
 
-use crate::bounce::Kind;
 use crate::notices::Notices;
 use crate::outcome::{self, ms, Input};
 use crate::route;
 use crate::scheduler::{Destination, Job, Scheduler};
+use sluice_cleanup::notice::Kind;
 use sluice_index::{Index, NewMessage, NewRecipient, State, Update};
 
 /// Most recipients held in the active queue at once (Postfix's
@@ -283,6 +283,7 @@ impl Queue {
                     dsn: "4.3.0".into(),
                     reply: "delivery agent gave no result for this recipient".into(),
                     remote_mta: None,
+                    handoff: Handoff::Relayed,
                 });
             }
         }
@@ -515,6 +516,7 @@ impl Queue {
                         dsn: "4.4.7".into(),
                         reply: last.unwrap_or_else(|| "message expired in the queue".into()),
                         remote_mta: None,
+                        handoff: Handoff::Relayed,
                     }
                 })
                 .collect();
@@ -653,6 +655,7 @@ fn deferrals(job: &Job, dsn: &str, reason: &str) -> Vec<RecipientResult> {
             dsn: dsn.to_owned(),
             reply: reason.to_owned(),
             remote_mta: None,
+            handoff: Handoff::Relayed,
         })
         .collect()
 }

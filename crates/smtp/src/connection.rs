@@ -49,6 +49,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_config::TlsPolicy;
+use sluice_ipc::delivery::Handoff;
 use sluice_proto::client::{Output, Params, Protocol, RcptOutcome, Session, Status, Tls};
 use sluice_proto::reply::{Enhanced, Reply};
 
@@ -91,6 +92,8 @@ pub(crate) struct Attempt {
     pub(crate) relay: String,
     /// The host, once a server greeted us.
     pub(crate) remote_mta: Option<String>,
+    /// Who owes the success reports of the recipients it took.
+    pub(crate) handoff: Handoff,
     /// Connecting (TCP, TLS) took this long.
     pub(crate) setup: Duration,
     /// The SMTP conversation took this long.
@@ -186,6 +189,7 @@ pub(crate) struct Connection {
     pub(crate) next_hop: String,
     relay: String,
     remote_mta: String,
+    handoff: Handoff,
     /// Messages sent over it so far.
     messages: usize,
     /// When it last went idle.
@@ -249,6 +253,7 @@ pub(crate) fn reuse(
         outcomes: done.unwrap_or_else(|| no_result(n)),
         relay: conn.relay.clone(),
         remote_mta: Some(conn.remote_mta.clone()),
+        handoff: conn.handoff,
         setup: Duration::ZERO,
         transmission: started.elapsed(),
     };
@@ -374,10 +379,12 @@ pub(crate) fn deliver(
                 };
                 log::info!("{}", sluice_log::line::plain_session(&relay, why));
             }
+            let handoff = handoff(params.protocol, &session);
             let attempt = Attempt {
                 outcomes: done.unwrap_or_else(|| no_result(n)),
                 relay: relay.clone(),
                 remote_mta: session.is_greeted().then(|| host.name.clone()),
+                handoff,
                 setup: connected - started,
                 transmission: connected.elapsed(),
             };
@@ -392,6 +399,7 @@ pub(crate) fn deliver(
                 next_hop: next_hop.to_owned(),
                 relay,
                 remote_mta: host.name.clone(),
+                handoff,
                 messages: 1,
                 idle_since: Instant::now(),
             };
@@ -402,6 +410,17 @@ pub(crate) fn deliver(
     refused.unwrap_or_else(|| unreachable_hop(n, &last_error, started))
 }
 
+/// Who owes the success reports after this session: LMTP is final
+/// delivery; an SMTP server that offered DSN got NOTIFY and ORCPT and owes
+/// them itself; one without DSN leaves Sluice to report `relayed`.
+fn handoff(protocol: Protocol, session: &Session) -> Handoff {
+    match protocol {
+        Protocol::Lmtp => Handoff::Final,
+        Protocol::Smtp if session.extensions().is_some_and(|e| e.dsn) => Handoff::PassedOn,
+        Protocol::Smtp => Handoff::Relayed,
+    }
+}
+
 fn unreachable_hop(n: usize, reason: &str, started: Instant) -> Attempt {
     let dsn = Enhanced::new(4, 4, 1);
     Attempt {
@@ -410,6 +429,7 @@ fn unreachable_hop(n: usize, reason: &str, started: Instant) -> Attempt {
             .collect(),
         relay: "none".to_owned(),
         remote_mta: None,
+        handoff: Handoff::Relayed,
         setup: started.elapsed(),
         transmission: Duration::ZERO,
     }
@@ -441,6 +461,7 @@ fn deliver_unix(
         outcomes: done.unwrap_or_else(|| no_result(n)),
         relay: relay.clone(),
         remote_mta: session.is_greeted().then(|| "localhost".to_owned()),
+        handoff: Handoff::Final,
         setup: connected - started,
         transmission: connected.elapsed(),
     };
@@ -450,6 +471,7 @@ fn deliver_unix(
         next_hop: next_hop.to_owned(),
         relay,
         remote_mta: "localhost".to_owned(),
+        handoff: Handoff::Final,
         messages: 1,
         idle_since: Instant::now(),
     };

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_ipc::delivery::{Job, JobResult, Outcome, RecipientResult};
+use sluice_ipc::delivery::{Handoff, Job, JobResult, Outcome, RecipientResult};
 use sluice_proto::client::{self, Params, RcptOutcome, Status, Timeouts};
 use sluice_proto::envelope::Envelope;
 use sluice_proto::reply::Enhanced;
@@ -59,6 +59,7 @@ pub(crate) fn recipient_result(
     index: u32,
     outcome: &RcptOutcome,
     remote_mta: Option<&str>,
+    handoff: Handoff,
 ) -> RecipientResult {
     RecipientResult {
         index,
@@ -66,6 +67,7 @@ pub(crate) fn recipient_result(
         dsn: outcome.dsn.to_string(),
         reply: sluice_log::printable(&outcome.text(), 512),
         remote_mta: remote_mta.map(str::to_owned),
+        handoff,
     }
 }
 
@@ -76,6 +78,7 @@ fn deferral(index: u32, dsn: &str, reason: &str) -> RecipientResult {
         dsn: dsn.to_owned(),
         reply: sluice_log::printable(reason, 512),
         remote_mta: None,
+        handoff: Handoff::Relayed,
     }
 }
 
@@ -282,7 +285,12 @@ pub(crate) fn deliver_job(
                             &fallback
                         }
                     };
-                    let r = recipient_result(jr.index, outcome, attempt.remote_mta.as_deref());
+                    let r = recipient_result(
+                        jr.index,
+                        outcome,
+                        attempt.remote_mta.as_deref(),
+                        attempt.handoff,
+                    );
                     clock.log(
                         &job.queue_id,
                         &jr.address,
@@ -327,7 +335,7 @@ mod tests {
             Status::Delivered,
             Reply::new(250, Some(Enhanced::new(2, 0, 0)), "Ok: queued as X"),
         );
-        let r = recipient_result(3, &sent, Some("mx.example"));
+        let r = recipient_result(3, &sent, Some("mx.example"), Handoff::Relayed);
         assert_eq!(r.index, 3);
         assert_eq!(r.outcome, Outcome::Delivered);
         assert_eq!(r.dsn, "2.0.0");
@@ -339,7 +347,7 @@ mod tests {
             Status::Bounced,
             Reply::new(550, Some(Enhanced::new(5, 1, 1)), "unknown \u{e9}"),
         );
-        let r = recipient_result(0, &bounced, Some("mx"));
+        let r = recipient_result(0, &bounced, Some("mx"), Handoff::Relayed);
         assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Bounced, "5.1.1"));
         assert_eq!(r.reply, "550 5.1.1 unknown ?", "printable only");
         assert_eq!(r.outcome.status_word(), "bounced");
@@ -350,7 +358,7 @@ mod tests {
             Enhanced::new(4, 4, 1),
             "connect to h[127.0.0.1]:25: Connection refused",
         );
-        let r = recipient_result(1, &local, None);
+        let r = recipient_result(1, &local, None, Handoff::Relayed);
         assert_eq!((r.outcome, r.dsn.as_str()), (Outcome::Deferred, "4.4.1"));
         assert_eq!(r.reply, "connect to h[127.0.0.1]:25: Connection refused");
         assert_eq!(r.remote_mta, None);

@@ -23,13 +23,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_cleanup::date;
+use crate::date;
 use sluice_proto::envelope::{BodyType, Envelope, Recipient, Ret};
 use sluice_spool::QueueFile;
 
 /// Above this many bytes of original content, a failure notice without RET
 /// returns only the header section (Postfix's default is also a cap).
-pub(crate) const RETURN_LIMIT: usize = 64 * 1024;
+pub const RETURN_LIMIT: usize = 64 * 1024;
 
 /// Longest value (in characters) kept for one field, after cleaning.
 const VALUE_LIMIT: usize = 1000;
@@ -42,7 +42,7 @@ const TEXT_WIDTH: usize = 76;
 
 /// The event a notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// Delivery failed for good (bounced, or expired in the queue).
     Failure,
     /// Delivery is late and still being retried (a warning).
@@ -82,7 +82,7 @@ impl Kind {
 
 /// What happened to one recipient.
 #[derive(Debug, Clone)]
-pub(crate) struct Report<'a> {
+pub struct Report<'a> {
     /// The recipient, from the queue file's envelope.
     pub recipient: &'a Recipient,
     /// Enhanced status code (RFC 3463), e.g. "5.1.1".
@@ -94,12 +94,15 @@ pub(crate) struct Report<'a> {
     pub remote_mta: Option<String>,
     /// When delivery was last tried.
     pub last_attempt: Option<SystemTime>,
+    /// For a success report: relayed to a next hop that sends no reports
+    /// (`Action: relayed`, RFC 3464 §2.3.3), not delivered.
+    pub relayed: bool,
 }
 
 /// The whole notice to the original sender (headers and MIME body, CRLF
 /// line ends), reporting every recipient of `reports` (the queue manager's
 /// outcome decides which are due a notice: `crate::outcome`).
-pub(crate) fn compose(
+pub fn compose(
     kind: Kind,
     original: &QueueFile,
     reports: &[Report<'_>],
@@ -124,7 +127,7 @@ pub(crate) fn compose(
 /// Reports every recipient in `reports`, whatever its NOTIFY, and is made
 /// even when the original sender is `<>`. A `postmaster` without `@` is
 /// qualified with `hostname`.
-pub(crate) fn compose_to_postmaster(
+pub fn compose_to_postmaster(
     kind: Kind,
     original: &QueueFile,
     reports: &[Report<'_>],
@@ -153,8 +156,16 @@ pub(crate) fn compose_to_postmaster(
 
 /// Whether a composed notice has bytes above 127, so that it must be sent
 /// with `BODY=8BITMIME`.
-pub(crate) fn is_8bit(message: &[u8]) -> bool {
+pub fn is_8bit(message: &[u8]) -> bool {
     !message.is_ascii()
+}
+
+/// Whether a notice to `to` must be sent with `SMTPUTF8` (RFC 6531 §3.4):
+/// its recipient or its header section is not ASCII. Toward a next hop
+/// without SMTPUTF8 it then fails (`5.6.7`, RFC 6531 §3.2) and, being from
+/// `<>`, goes to the postmaster, never back and forth.
+pub fn needs_smtputf8(to: &str, message: &[u8]) -> bool {
+    !to.is_ascii() || !header_section(message).is_ascii()
 }
 
 /// Who the notice is for.
@@ -188,10 +199,22 @@ impl Notice<'_, '_> {
     fn render(&self, audience: &Audience<'_>) -> Vec<u8> {
         let text = self.text_part(audience);
         let status = self.status_part();
+        let status_type = if self.is_global() {
+            "message/global-delivery-status"
+        } else {
+            "message/delivery-status"
+        };
+        // A header section in UTF-8 travels as RFC 6532's message/global
+        // (RFC 6533 §6.3: message/global-headers for headers alone).
+        let global_header = !header_section(&self.original.content).is_ascii();
         let returned = returned_part(self.kind, &self.original.envelope, &self.original.content);
         let (returned_type, returned_description, returned_body) = match returned {
             Returned::Full => (
-                "message/rfc822",
+                if global_header {
+                    "message/global"
+                } else {
+                    "message/rfc822"
+                },
                 match self.kind {
                     Kind::Failure => "Undelivered Message",
                     Kind::Delay | Kind::Success => "Message",
@@ -199,7 +222,11 @@ impl Notice<'_, '_> {
                 to_crlf(&self.original.content),
             ),
             Returned::Headers => (
-                "text/rfc822-headers",
+                if global_header {
+                    "message/global-headers"
+                } else {
+                    "text/rfc822-headers"
+                },
                 match self.kind {
                     Kind::Failure => "Undelivered Message Headers",
                     Kind::Delay => "Delayed Message Headers",
@@ -247,7 +274,7 @@ impl Notice<'_, '_> {
             "Content-Type: multipart/report; report-type=delivery-status;",
         );
         push(&mut out, &format!("\tboundary=\"{boundary}\""));
-        if text_8bit || returned_8bit {
+        if text_8bit || returned_8bit || !status.is_ascii() {
             push(&mut out, "Content-Transfer-Encoding: 8bit");
         }
         push(&mut out, "");
@@ -270,7 +297,10 @@ impl Notice<'_, '_> {
         // Part 2: for programs.
         push(&mut out, &format!("--{boundary}"));
         push(&mut out, "Content-Description: Delivery report");
-        push(&mut out, "Content-Type: message/delivery-status");
+        push(&mut out, &format!("Content-Type: {status_type}"));
+        if !status.is_ascii() {
+            push(&mut out, "Content-Transfer-Encoding: 8bit");
+        }
         push(&mut out, "");
         out.extend_from_slice(status.as_bytes());
         push(&mut out, "");
@@ -362,8 +392,10 @@ impl Notice<'_, '_> {
                      fails for good."
                 )
             }
-            Kind::Success => "The message was delivered to the recipients listed below. \
-                              This notice is sent because a delivery report was requested."
+            Kind::Success => "The message was delivered to the recipients listed below, \
+                              or relayed for them to a mail system that sends no delivery \
+                              reports of its own. This notice is sent because a delivery \
+                              report was requested."
                 .to_owned(),
         });
         paragraphs.push(format!(
@@ -384,7 +416,7 @@ impl Notice<'_, '_> {
                     clean_line(diagnostic, false)
                 ),
                 (None, Some(diagnostic)) => clean_line(diagnostic, false),
-                (_, None) => format!("{} (status {})", self.kind.action(), self.status(report)),
+                (_, None) => format!("{} (status {})", self.action(report), self.status(report)),
             };
             let entry = format!(
                 "<{}>: {detail}",
@@ -399,6 +431,7 @@ impl Notice<'_, '_> {
     /// The `message/delivery-status` body, ending in CRLF.
     fn status_part(&self) -> String {
         let envelope = &self.original.envelope;
+        let global = self.is_global();
         let mut out = String::new();
         out.push_str(&fold_field(
             "Reporting-MTA",
@@ -421,13 +454,16 @@ impl Notice<'_, '_> {
         for report in self.reports {
             out.push_str("\r\n");
             if let Some(orcpt) = &report.recipient.orcpt {
-                out.push_str(&fold_field("Original-Recipient", &typed_address(orcpt)));
+                out.push_str(&fold_field(
+                    "Original-Recipient",
+                    &typed_address(orcpt, global),
+                ));
             }
             out.push_str(&fold_field(
                 "Final-Recipient",
-                &typed_address(&format!("rfc822;{}", report.recipient.address)),
+                &typed_address(&format!("rfc822;{}", report.recipient.address), global),
             ));
-            out.push_str(&fold_field("Action", self.kind.action()));
+            out.push_str(&fold_field("Action", self.action(report)));
             out.push_str(&fold_field("Status", &self.status(report)));
             if let Some(host) = &report.remote_mta {
                 out.push_str(&fold_field(
@@ -449,6 +485,25 @@ impl Notice<'_, '_> {
             }
         }
         out
+    }
+
+    /// The report's `Action:`.
+    fn action(&self, report: &Report<'_>) -> &'static str {
+        match self.kind {
+            Kind::Success if report.relayed => "relayed",
+            kind => kind.action(),
+        }
+    }
+
+    /// Whether an address in the report is not ASCII: the report is then
+    /// internationalized (RFC 6533), its status part
+    /// `message/global-delivery-status` with UTF-8 addresses as they are.
+    fn is_global(&self) -> bool {
+        !self.original.envelope.sender.is_ascii()
+            || self.reports.iter().any(|r| {
+                !r.recipient.address.is_ascii()
+                    || r.recipient.orcpt.as_ref().is_some_and(|o| !o.is_ascii())
+            })
     }
 
     /// The report's status if it is an RFC 3463 code, else the kind's default.
@@ -585,14 +640,18 @@ fn clean_line(value: &str, ascii: bool) -> String {
 }
 
 /// `type;address` (ORCPT form) as a DSN address field value: the type and
-/// address cleaned; a non-ASCII address becomes the 7-bit `utf-8` address
-/// type of RFC 6533 (`\x{HEX}` for each character outside its QCHAR set).
-fn typed_address(value: &str) -> String {
+/// address cleaned; a non-ASCII address becomes the `utf-8` address type of
+/// RFC 6533: as it is in a `global` (8-bit) report, else 7-bit with
+/// `\x{HEX}` for each character outside its QCHAR set.
+fn typed_address(value: &str, global: bool) -> String {
     let (addr_type, address) = value.split_once(';').unwrap_or(("rfc822", value));
     let addr_type = clean_line(addr_type, true);
     let address = clean_line(address, false);
     if address.is_ascii() {
         return format!("{addr_type}; {address}");
+    }
+    if global {
+        return format!("utf-8; {address}");
     }
     let mut encoded = String::with_capacity(address.len() * 2);
     for c in address.chars() {
@@ -740,6 +799,7 @@ mod tests {
             diagnostic: Some(format!("550 5.1.1 <{}>: user unknown", recipient.address)),
             remote_mta: Some("mx.example.net".to_owned()),
             last_attempt: Some(at(NOW - 60)),
+            relayed: false,
         }
     }
 
@@ -978,6 +1038,7 @@ mod tests {
                 diagnostic: None,
                 remote_mta: None,
                 last_attempt: None,
+                relayed: false,
             },
         ];
         let parsed = parse(&failure(&file, &reports));
@@ -1196,6 +1257,7 @@ mod tests {
             ),
             remote_mta: Some("mx.example.net\r\nX-Injected-Mta: 1".to_owned()),
             last_attempt: None,
+            relayed: false,
         };
         let dsn = failure(&file, &[rep]);
         let text = String::from_utf8(dsn.clone()).expect("utf-8");
@@ -1294,33 +1356,87 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_addresses_use_the_utf8_address_type() {
-        let r = rcpt("jos\u{e9}+x@\u{4f8b}.example", None);
+    fn non_ascii_addresses_make_an_internationalized_report() {
+        let r = Recipient {
+            orcpt: Some("rfc822;J\u{f6}rg@\u{4f8b}.example".to_owned()),
+            ..rcpt("jos\u{e9}+x@\u{4f8b}.example", None)
+        };
         let mut file = queue_file(vec![r.clone()], CONTENT);
         file.envelope.sender = "\u{e9}l\u{e8}ve@example.fr".to_owned();
         file.envelope.smtputf8 = true;
         let dsn = failure(&file, &[report(&r, "5.1.1")]);
         assert!(is_8bit(&dsn));
+        assert!(needs_smtputf8(&file.envelope.sender, &dsn));
         let parsed = parse(&dsn);
         assert_eq!(
             field(&fields(&parsed.header), "To"),
             Some("<\u{e9}l\u{e8}ve@example.fr>")
         );
-        assert!(parsed.parts[1].1.is_ascii(), "delivery-status stays 7-bit");
+        // RFC 6533: the status part is message/global-delivery-status and
+        // names UTF-8 addresses as they are.
+        assert_eq!(part_type(&parsed, 1), "message/global-delivery-status");
+        assert_eq!(
+            field(&fields(&parsed.parts[1].0), "Content-Transfer-Encoding"),
+            Some("8bit")
+        );
         let groups = status_groups(&parsed);
         assert_eq!(
             field(&groups[1], "Final-Recipient"),
-            Some("utf-8; jos\\x{E9}\\x{2B}x@\\x{4F8B}.example")
+            Some("utf-8; jos\u{e9}+x@\u{4f8b}.example")
+        );
+        assert_eq!(
+            field(&groups[1], "Original-Recipient"),
+            Some("utf-8; J\u{f6}rg@\u{4f8b}.example")
         );
         assert_eq!(part_type(&parsed, 0), "text/plain; charset=utf-8");
-        assert_eq!(
-            field(&fields(&parsed.parts[0].0), "Content-Transfer-Encoding"),
-            Some("8bit")
-        );
         assert_eq!(
             field(&fields(&parsed.header), "Content-Transfer-Encoding"),
             Some("8bit")
         );
+        // ASCII addresses only: the classic 7-bit report, and no SMTPUTF8.
+        let ascii = rcpt("bob@example.net", None);
+        let file = queue_file(vec![ascii.clone()], CONTENT);
+        let dsn = failure(&file, &[report(&ascii, "5.1.1")]);
+        let parsed = parse(&dsn);
+        assert_eq!(part_type(&parsed, 1), "message/delivery-status");
+        assert!(parsed.parts[1].1.is_ascii());
+        assert!(!needs_smtputf8(&file.envelope.sender, &dsn));
+        // The 7-bit form of a UTF-8 address, for a report that must stay
+        // 7-bit.
+        assert_eq!(
+            typed_address("rfc822;jos\u{e9}+x@\u{4f8b}.example", false),
+            "utf-8; jos\\x{E9}\\x{2B}x@\\x{4F8B}.example"
+        );
+    }
+
+    #[test]
+    fn a_utf8_header_section_returns_as_message_global() {
+        let r = rcpt("bob@example.net", None);
+        let content = "Subject: gr\u{fc}\u{df}e\r\nFrom: a@b\r\n\r\nbody\r\n".as_bytes();
+        let mut file = queue_file(vec![r.clone()], content);
+        let parsed = parse(&failure(&file, &[report(&r, "5.1.1")]));
+        assert_eq!(part_type(&parsed, 2), "message/global");
+        file.envelope.ret = Some(Ret::Hdrs);
+        let parsed = parse(&failure(&file, &[report(&r, "5.1.1")]));
+        assert_eq!(part_type(&parsed, 2), "message/global-headers");
+    }
+
+    #[test]
+    fn a_relayed_recipient_is_reported_as_relayed() {
+        let a = rcpt("a@example.net", None);
+        let b = rcpt("b@example.net", None);
+        let file = queue_file(vec![a.clone(), b.clone()], CONTENT);
+        let reports = [
+            Report {
+                relayed: true,
+                ..report(&a, "2.0.0")
+            },
+            report(&b, "2.0.0"),
+        ];
+        let dsn = compose(Kind::Success, &file, &reports, HOST, at(NOW), None);
+        let groups = status_groups(&parse(&dsn));
+        assert_eq!(field(&groups[1], "Action"), Some("relayed"));
+        assert_eq!(field(&groups[2], "Action"), Some("delivered"));
     }
 
     #[test]
@@ -1499,6 +1615,7 @@ print(sum(len(p.defects) for p in m.walk()))
                 diagnostic: Some(diagnostic),
                 remote_mta: Some(remote),
                 last_attempt: Some(at(NOW)),
+                relayed: false,
             };
             let dsn = failure(&file, &[rep]);
             let parsed = parse(&dsn);
