@@ -82,6 +82,7 @@ fn config(flags: u8) -> Config {
         },
         vrfy_enabled: flags & 4 != 0,
         expn_enabled: flags & 8 != 0,
+        dsn_success_untrusted: flags & 0x40 != 0,
         checks: flags & 0x20 != 0,
     }
 }

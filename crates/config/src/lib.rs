@@ -170,6 +170,11 @@ pub struct Smtpd {
     pub vrfy: bool,
     /// Answer EXPN. Default false.
     pub expn: bool,
+    /// Honour `NOTIFY=SUCCESS` and `RET=FULL` from clients outside
+    /// `trusted_networks`. Default false: from them SUCCESS is dropped from
+    /// NOTIFY and RET=FULL becomes RET=HDRS, so that a forged sender
+    /// cannot have full copies reflected to it (backscatter).
+    pub dsn_success_untrusted: bool,
     /// How long sessions in flight may finish on SIGTERM. Default `30s`.
     #[serde(with = "duration::unit")]
     pub stop_timeout: Duration,
@@ -207,6 +212,7 @@ impl Default for Smtpd {
             bare_newline: BareNewline::Reject,
             vrfy: true,
             expn: false,
+            dsn_success_untrusted: false,
             stop_timeout: Duration::from_secs(30),
         }
     }

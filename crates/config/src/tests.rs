@@ -550,7 +550,7 @@ fn any_config() -> impl Strategy<Value = Config> {
             nonzero_duration(),
             any_duration(),
         ),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         (any::<u32>(), any::<u32>(), any::<bool>()),
     )
         .prop_map(
@@ -559,7 +559,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 (processes, size, rcpts, line, errors, conns),
                 trusted,
                 (cmd, data, session, stop),
-                (normalize, vrfy, expn),
+                (normalize, vrfy, expn, dsn_success_untrusted),
                 (client_limit, client_rate, exempt),
             )| Smtpd {
                 listen,
@@ -583,6 +583,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 },
                 vrfy,
                 expn,
+                dsn_success_untrusted,
                 stop_timeout: stop,
             },
         );

@@ -319,6 +319,14 @@ pub fn etrn_not_allowed(domain: &str) -> Reply {
         &format!("<{domain}>: Node not allowed: not a relay domain"),
     )
 }
+/// `458 4.7.1` for an ETRN past the per-session limit.
+pub fn etrn_too_many() -> Reply {
+    Reply::new(
+        458,
+        e(4, 7, 1),
+        "Unable to queue messages for node: too many ETRN requests",
+    )
+}
 /// `421 4.4.2 host Error: timeout exceeded`.
 pub fn timeout(host: &str) -> Reply {
     Reply::new(421, e(4, 4, 2), &format!("{host} Error: timeout exceeded"))

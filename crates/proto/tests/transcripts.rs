@@ -8,7 +8,7 @@
 //! - `# ...` comment; blank lines are ignored.
 //! - Settings, before the first exchange: `!hostname H`, `!local D`,
 //!   `!relay D`, `!trusted`, `!bare_newline normalize`, `!vrfy off`,
-//!   `!expn on`, `!limit NAME VALUE` (a `Limits` field; timeouts in
+//!   `!expn on`, `!dsn_success_untrusted on`, `!limit NAME VALUE` (a `Limits` field; timeouts in
 //!   seconds).
 //! - `C: text` the client sends `text` CRLF; `R: text` the client sends
 //!   `text` raw, with escapes `\r`, `\n`, `\t`, `\\`, `\xHH`; `!repeat N
@@ -248,6 +248,10 @@ fn run(path: &Path, split: Split) -> Vec<String> {
                 }
                 "!expn" => {
                     r.config.expn_enabled = arg == "on";
+                    true
+                }
+                "!dsn_success_untrusted" => {
+                    r.config.dsn_success_untrusted = arg == "on";
                     true
                 }
                 "!checks" => {

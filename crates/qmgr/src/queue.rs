@@ -537,7 +537,13 @@ impl Queue {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let ids = self.index.in_domain(&domain)?;
         self.index.make_due(&ids, Some(&domain), now_ms())?;
-        self.scheduler.unsuspend_all();
+        // Only the named domain's next hop is revived: other destinations
+        // keep their back-off (issue 9 defect 6).
+        let route = route::resolve(&self.config, &format!("postmaster@{domain}"));
+        self.scheduler.unsuspend(&Destination {
+            transport: route.transport.to_owned(),
+            next_hop: route.next_hop,
+        });
         Ok(ids.len() as u64)
     }
 

@@ -172,6 +172,12 @@ impl Scheduler {
         self.suspended.clear();
     }
 
+    /// Lifts one destination's suspension (ETRN: the client says that next
+    /// hop is back; the others stay as they are).
+    pub(crate) fn unsuspend(&mut self, destination: &Destination) {
+        self.suspended.remove(destination);
+    }
+
     /// Suspends a destination until `until_ms` because of `reason`.
     pub(crate) fn suspend(&mut self, destination: &Destination, until_ms: i64, reason: &str) {
         self.suspended
@@ -326,6 +332,21 @@ mod tests {
         s.unsuspend_all();
         assert!(s.take_suspended(10).is_empty());
         assert_eq!(s.next("smtp", 10).unwrap().destination, dest("dead"));
+    }
+
+    #[test]
+    fn etrn_lifts_only_its_destination() {
+        let mut s = Scheduler::new(10, 10);
+        s.push("m1", dest("a"), rcpts(1), 0, 0);
+        s.push("m2", dest("b"), rcpts(1), 0, 0);
+        s.suspend(&dest("a"), 1000, "connect refused");
+        s.suspend(&dest("b"), 1000, "connect refused");
+        s.unsuspend(&dest("a"));
+        assert_eq!(s.next("smtp", 10).unwrap().destination, dest("a"));
+        assert!(s.next("smtp", 10).is_none(), "b stays suspended");
+        let back = s.take_suspended(10);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0.destination, dest("b"));
     }
 
     #[test]

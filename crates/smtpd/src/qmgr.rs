@@ -11,18 +11,27 @@
 //! # Errors
 //! Every failure means "not sent": the caller answers accordingly.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
 use sluice_ipc::qmgr::Request;
 use sluice_proto::server::EtrnAnswer;
 
+/// A domain flushed this recently is not flushed again: every client of
+/// the process together cannot make the queue manager flush one domain
+/// more often (issue 9 defect 6).
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The loop's connection to the queue manager.
 pub(crate) struct Qmgr {
     socket: PathBuf,
     stream: Option<UnixStream>,
+    /// When each domain was last flushed.
+    flushed: HashMap<String, Instant>,
 }
 
 impl Qmgr {
@@ -30,6 +39,7 @@ impl Qmgr {
         Qmgr {
             socket,
             stream: None,
+            flushed: HashMap::new(),
         }
     }
 
@@ -44,10 +54,18 @@ impl Qmgr {
     /// domain's permission (459 for others); the flush request goes out
     /// without waiting for the queue manager, and the answer says only
     /// whether it went: `250 Queuing started` or `458`.
-    pub(crate) fn etrn(&mut self, domain: &str, addr: IpAddr) -> EtrnAnswer {
+    pub(crate) fn etrn(&mut self, domain: &str, addr: IpAddr, now: Instant) -> EtrnAnswer {
+        self.flushed
+            .retain(|_, at| now.saturating_duration_since(*at) < FLUSH_INTERVAL);
+        if self.flushed.contains_key(domain) {
+            return EtrnAnswer::Started;
+        }
         let sent = self.send(&Request::Etrn {
             domain: domain.to_owned(),
         });
+        if sent {
+            self.flushed.insert(domain.to_owned(), now);
+        }
         let peer = sluice_log::line::peer(None, addr);
         let domain = sluice_log::printable(domain, 255);
         if sent {

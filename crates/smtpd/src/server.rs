@@ -273,7 +273,7 @@ impl Server {
             }
             Ask::Etrn { domain } => {
                 if let Some(c) = self.connections.get_mut(&token) {
-                    let answer = self.qmgr.etrn(&domain, c.peer.ip());
+                    let answer = self.qmgr.etrn(&domain, c.peer.ip(), now);
                     c.session.handle_etrn(answer, now);
                 }
             }

@@ -31,6 +31,7 @@ pub(crate) fn session_config(config: &Config, hostname: &str) -> sluice_proto::s
         },
         vrfy_enabled: s.vrfy,
         expn_enabled: s.expn,
+        dsn_success_untrusted: s.dsn_success_untrusted,
         checks: true,
     }
 }

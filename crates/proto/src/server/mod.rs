@@ -24,8 +24,9 @@
 //! - Pipelined commands are answered in order, their replies coalesced into
 //!   one [`Output::Send`]. Input after a command that must end a group
 //!   (RFC 2920 3.1) is still processed in order (the server must not
-//!   discard its input buffer, RFC 2920 3.2) and logged as
-//!   [`Event::ImproperPipelining`].
+//!   discard its input buffer, RFC 2920 3.2), logged as
+//!   [`Event::ImproperPipelining`] once per session, and counted as an
+//!   error each time.
 //! - The command timer is a deadline for a whole command line (bytes that
 //!   trickle in do not extend it); the data timer is an idle timer.
 //!
@@ -142,6 +143,10 @@ pub struct Session {
     deadline: Instant,
     session_deadline: Instant,
     shutdown_pending: bool,
+    /// Improper pipelining was logged (once per session).
+    pipelining_logged: bool,
+    /// ETRN requests asked so far.
+    etrns: u32,
 }
 
 impl Session {
@@ -165,6 +170,8 @@ impl Session {
             stats: CommandStats::default(),
             stage: "CONNECT",
             shutdown_pending: false,
+            pipelining_logged: false,
+            etrns: 0,
         };
         s.ask_check(Stage::Connect, Resume::Connect, None, false, now);
         s
@@ -451,18 +458,24 @@ impl Session {
         if matches!(self.state, State::Command) {
             self.deadline = now + self.config.limits.command_timeout;
         }
-        if r.is_error() && counts_error {
-            self.errors += 1;
-            if self.errors >= self.config.limits.max_errors {
-                self.logs
-                    .push_back(Event::TooManyErrors { stage: self.stage });
-                let r = reply::too_many_errors(&self.config.hostname);
-                self.send(&r);
-                self.close();
-                return;
-            }
+        if r.is_error() && counts_error && self.count_error() {
+            return;
         }
         self.maybe_shutdown();
+    }
+
+    /// Counts a client error; at the limit, `421` and close (true).
+    fn count_error(&mut self) -> bool {
+        self.errors += 1;
+        if self.errors < self.config.limits.max_errors {
+            return false;
+        }
+        self.logs
+            .push_back(Event::TooManyErrors { stage: self.stage });
+        let r = reply::too_many_errors(&self.config.hostname);
+        self.send(&r);
+        self.close();
+        true
     }
 
     /// A refusal worth an operator log line, then [`Self::finish_command`].
@@ -516,9 +529,7 @@ impl Session {
                     let more = pos < buf.len();
                     if let Some(verb) = verb {
                         if more && verb.row().ends_group && !self.is_closed() {
-                            self.logs.push_back(Event::ImproperPipelining {
-                                after: verb.row().name,
-                            });
+                            self.improper_pipelining(verb);
                         }
                     }
                 }
@@ -567,6 +578,18 @@ impl Session {
         }
         buf.drain(..pos);
         self.inbuf = buf;
+    }
+
+    /// Input followed a command that must end a pipelined group: logged
+    /// once per session (as Postfix does: one line, not one per command),
+    /// and counted as a client error each time.
+    fn improper_pipelining(&mut self, verb: Verb) {
+        if !std::mem::replace(&mut self.pipelining_logged, true) {
+            self.logs.push_back(Event::ImproperPipelining {
+                after: verb.row().name,
+            });
+        }
+        self.count_error();
     }
 
     /// One command line (LF removed). Returns the verb it was, if it was

@@ -81,6 +81,11 @@ pub struct Config {
     /// EXPN answers `502 5.5.1` when false, the default; `252 2.5.2` when
     /// true (no expansion).
     pub expn_enabled: bool,
+    /// Honour `NOTIFY=SUCCESS` and `RET=FULL` from untrusted peers. When
+    /// false, the default, SUCCESS is dropped from an untrusted peer's
+    /// NOTIFY and its RET=FULL becomes RET=HDRS (no full copies reflected
+    /// to a forged sender); the command still succeeds.
+    pub dsn_success_untrusted: bool,
     /// Ask the driver's checks ([`super::Ask::Check`]) at each stage. A
     /// driver with no checks to run (`sendmail -bs`) leaves it false, the
     /// default: every stage then goes on at once.
@@ -97,6 +102,7 @@ impl Default for Config {
             bare_newline: BareNewline::Reject,
             vrfy_enabled: true,
             expn_enabled: false,
+            dsn_success_untrusted: false,
             checks: false,
         }
     }

@@ -374,3 +374,32 @@ fn refusals_by_checks_count_as_errors_only_when_permanent() {
     let (text, _) = answer_check(&mut s, CheckAnswer::Reject(ok), now);
     assert!(text.starts_with("451 "), "{text}");
 }
+
+#[test]
+fn improper_pipelining_is_logged_once_and_counts_as_errors() {
+    let now = start();
+    let mut c = config();
+    c.limits.max_errors = 20;
+    let mut s = session(c, now);
+    drain(&mut s);
+    let noops = b"NOOP\r\n".repeat(100_000);
+    s.handle_input(&noops, now);
+    let mut logged = 0;
+    let mut text = Vec::new();
+    while let Some(o) = s.poll_output() {
+        match o {
+            Output::Log(Event::ImproperPipelining { .. }) => logged += 1,
+            Output::Send(b) => text.extend_from_slice(&b),
+            _ => {}
+        }
+    }
+    assert_eq!(logged, 1);
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.ends_with("421 4.7.0 mx.example.org Error: too many errors\r\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    assert_eq!(text.matches("250 2.0.0 Ok").count(), 20);
+    assert!(s.is_closed());
+}

@@ -21,8 +21,11 @@ use super::{
 };
 use crate::address::{self, Domain, Path};
 use crate::domain::{self, is_in_list};
-use crate::envelope::{BodyType, Client, Envelope, Recipient};
+use crate::envelope::{BodyType, Client, Envelope, Recipient, Ret};
 use crate::reply;
+
+/// ETRN requests a session may make; more are answered `458 4.7.1`.
+pub(super) const ETRN_PER_SESSION: u32 = 5;
 
 impl Session {
     pub(super) fn mail(&mut self, args: &str, now: Instant) {
@@ -73,7 +76,10 @@ impl Session {
                 recipients: Vec::new(),
                 body: params.body.unwrap_or(BodyType::SevenBit),
                 smtputf8: params.smtputf8,
-                ret: params.ret,
+                ret: match params.ret {
+                    Some(Ret::Full) if !self.may_ask_success() => Some(Ret::Hdrs),
+                    ret => ret,
+                },
                 envid: params.envid,
                 declared_size: params.size,
             },
@@ -156,9 +162,13 @@ impl Session {
         if !relay_ok {
             return self.reject(v, &reply::relay_denied(&address), Some(address), now);
         }
+        let mut notify = params.notify;
+        if let Some(n) = notify.as_mut().filter(|_| !self.may_ask_success()) {
+            n.success = false;
+        }
         let recipient = Recipient {
             address,
-            notify: params.notify,
+            notify,
             orcpt: params.orcpt,
         };
         let address = recipient.address.clone();
@@ -371,6 +381,12 @@ impl Session {
         }
     }
 
+    /// Whether the peer may have success notices and full returns
+    /// (issue 9 defect 12: no backscatter of copies by strangers).
+    fn may_ask_success(&self) -> bool {
+        self.peer.trusted || self.config.dsn_success_untrusted
+    }
+
     pub(super) fn etrn(&mut self, args: &str, now: Instant) {
         let v = Verb::Etrn;
         if args.is_empty() {
@@ -392,6 +408,12 @@ impl Session {
         if !is_in_list(&self.config.relay_domains, &domain) {
             return self.finish_command(v, &reply::etrn_not_allowed(&domain), true, now);
         }
+        // A rare command: a few per session, so that one client cannot
+        // keep the queue manager flushing (issue 9 defect 6).
+        if self.etrns >= ETRN_PER_SESSION {
+            return self.finish_command(v, &reply::etrn_too_many(), true, now);
+        }
+        self.etrns += 1;
         self.state = State::Pending(Pending::Etrn);
         self.out.push_back(Output::Ask(Ask::Etrn { domain }));
     }
