@@ -55,7 +55,7 @@ fn start(smtpd: &str) -> (Instance, SocketAddr) {
 #[test]
 fn one_address_over_its_limit_gets_421_across_processes_while_another_is_served() {
     let (sluice, addr) = start("processes: 2, client_connection_limit: 3,");
-    assert_eq!(sluice.smtpd_pids().len(), 2);
+    wait_for("two smtpd processes", || sluice.smtpd_pids().len() == 2);
     let mut held: Vec<TcpStream> = (0..3).map(|_| greeted("127.0.0.1", addr)).collect();
     let mut extra = connect_from("127.0.0.1", addr);
     assert_eq!(
@@ -133,4 +133,29 @@ fn a_stopped_anvil_lets_clients_in_and_is_logged_once() {
         sluice.log()
     );
     drop(clients);
+}
+
+/// smtpd raises its descriptor limit (soft to hard) and lowers a
+/// `max_connections` that the limit cannot hold, with a warning, instead
+/// of failing with EMFILE under load.
+#[test]
+fn max_connections_is_fitted_under_the_raised_descriptor_limit() {
+    let (sluice, addr) = start("max_connections: 100000000,");
+    let _served = greeted("127.0.0.6", addr);
+    wait_for("the warning", || {
+        sluice.log_count("smtpd.max_connections 100000000 does not fit the file descriptor limit")
+            == 2
+    });
+    for pid in sluice.smtpd_pids() {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("the open files line");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            fields[3], fields[4],
+            "soft limit raised to the hard one: {line}"
+        );
+    }
 }
