@@ -152,4 +152,57 @@ mod tests {
             .expect("input");
         assert_eq!(responses(&out), [Response::Connect { count: 1, rate: 2 }]);
     }
+
+    proptest::proptest! {
+        /// Any bytes from a peer: an error or answers, never a panic, and
+        /// never more answers than frames.
+        #[test]
+        fn hostile_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut e = Engine::new(Counters::new(sluice_ipc::anvil::RATE_UNIT));
+            e.open(1).expect("hello");
+            let mut out = Vec::new();
+            let _ = e.input(1, &bytes, Instant::now(), &mut out);
+            proptest::prop_assert!(out.len() <= bytes.len() * 64);
+            e.close(1);
+        }
+
+        /// Whatever peers announce, end and drop, a client's count is the
+        /// connections still held by live peers.
+        #[test]
+        fn counts_follow_what_live_peers_hold(ops in proptest::collection::vec((0u64..3, 0u8..3, 0u8..4), 0..200)) {
+            let now = Instant::now();
+            let mut e = Engine::new(Counters::new(sluice_ipc::anvil::RATE_UNIT));
+            let mut held = std::collections::HashMap::<(u64, u8), u32>::new();
+            for peer in 0..3 {
+                e.open(peer).expect("hello");
+            }
+            for (peer, client, op) in ops {
+                let ip: IpAddr = format!("192.0.2.{client}").parse().expect("ip");
+                let mut out = Vec::new();
+                match op {
+                    0 | 1 => {
+                        e.input(peer, &frames(&[Request::Connect { service: "smtp".into(), client: ip }]), now, &mut out).expect("input");
+                        *held.entry((peer, client)).or_default() += 1;
+                        let want: u32 = held.iter().filter(|((_, c), _)| *c == client).map(|(_, n)| n).sum();
+                        let got = responses(&out);
+                        proptest::prop_assert_eq!(got.len(), 1);
+                        let Response::Connect { count, .. } = got[0];
+                        proptest::prop_assert_eq!(count, want);
+                    }
+                    2 => {
+                        e.input(peer, &frames(&[Request::Disconnect { service: "smtp".into(), client: ip }]), now, &mut out).expect("input");
+                        if let Some(n) = held.get_mut(&(peer, client)) {
+                            *n = n.saturating_sub(1);
+                        }
+                        proptest::prop_assert!(out.is_empty());
+                    }
+                    _ => {
+                        e.close(peer);
+                        e.open(peer).expect("hello");
+                        held.retain(|(p, _), _| *p != peer);
+                    }
+                }
+            }
+        }
+    }
 }
