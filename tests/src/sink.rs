@@ -1,7 +1,9 @@
 //! A counting SMTP sink on loopback that the tests control: it records
 //! every message it accepts (envelope and exact bytes), counts connections,
 //! and answers RCPT and end-of-data with replies the test sets at run time
-//! (e.g. 451 for a while, then 250).
+//! (e.g. 451 for a while, then 250). It may offer DSN (RFC 3461) and
+//! records the parameters of MAIL and of each accepted RCPT; it speaks LMTP
+//! to a client that says LHLO (one reply per recipient after the data).
 //!
 //! # Must never
 //! Bind anything but a loopback address.
@@ -23,6 +25,10 @@ pub struct Received {
     pub data: Vec<u8>,
     /// Which connection (1-based) carried it.
     pub connection: usize,
+    /// The MAIL command's parameters (after the path), e.g. `SMTPUTF8`.
+    pub mail_params: String,
+    /// Each accepted RCPT's parameters, e.g. `NOTIFY=SUCCESS`.
+    pub rcpt_params: Vec<String>,
 }
 
 type RcptRule = Box<dyn Fn(&str) -> String + Send>;
@@ -32,6 +38,7 @@ struct Shared {
     connections: AtomicUsize,
     rcpt_rule: Mutex<RcptRule>,
     data_reply: Mutex<String>,
+    dsn: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -60,6 +67,7 @@ impl Sink {
             connections: AtomicUsize::new(0),
             rcpt_rule: Mutex::new(Box::new(|_| "250 2.1.5 Ok".to_owned())),
             data_reply: Mutex::new("250 2.0.0 Ok: queued".to_owned()),
+            dsn: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
@@ -101,6 +109,11 @@ impl Sink {
         *self.shared.data_reply.lock().expect("lock") = reply.to_owned();
     }
 
+    /// Whether EHLO (and LHLO) offer DSN from now on (not by default).
+    pub fn offer_dsn(&self, on: bool) {
+        self.shared.dsn.store(on, Ordering::SeqCst);
+    }
+
     /// Everything accepted so far.
     pub fn messages(&self) -> Vec<Received> {
         self.shared.messages.lock().expect("lock").clone()
@@ -131,6 +144,9 @@ fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Resu
     out.write_all(b"220 sink.test ESMTP test sink\r\n")?;
     let mut from = String::new();
     let mut to = Vec::new();
+    let mut mail_params = String::new();
+    let mut rcpt_params = Vec::new();
+    let mut lmtp = false;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -139,19 +155,28 @@ fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Resu
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_owned();
         let upper = text.to_ascii_uppercase();
-        let reply = if upper.starts_with("EHLO") {
-            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES".to_owned()
+        let reply = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            lmtp = upper.starts_with("LHLO");
+            let dsn = if shared.dsn.load(Ordering::SeqCst) {
+                "250-DSN\r\n"
+            } else {
+                ""
+            };
+            format!("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{dsn}250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES")
         } else if upper.starts_with("HELO") {
             "250 sink.test".to_owned()
         } else if upper.starts_with("MAIL FROM:") {
             from = path(&text[10..]);
+            mail_params = params(&text[10..]);
             to.clear();
+            rcpt_params.clear();
             "250 2.1.0 Ok".to_owned()
         } else if upper.starts_with("RCPT TO:") {
             let rcpt = path(&text[8..]);
             let reply = (shared.rcpt_rule.lock().expect("lock"))(&rcpt);
             if reply.starts_with('2') {
                 to.push(rcpt);
+                rcpt_params.push(params(&text[8..]));
             }
             reply
         } else if upper == "DATA" {
@@ -161,18 +186,22 @@ fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Resu
                 out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
                 let data = read_data(&mut reader)?;
                 let reply = shared.data_reply.lock().expect("lock").clone();
+                let replies = if lmtp { to.len() } else { 1 };
                 if reply.starts_with('2') {
                     shared.messages.lock().expect("lock").push(Received {
                         from: from.clone(),
                         to: std::mem::take(&mut to),
                         data,
                         connection,
+                        mail_params: mail_params.clone(),
+                        rcpt_params: std::mem::take(&mut rcpt_params),
                     });
                 }
-                reply
+                vec![reply; replies].join("\r\n")
             }
         } else if upper == "RSET" {
             to.clear();
+            rcpt_params.clear();
             "250 2.0.0 Ok".to_owned()
         } else if upper == "NOOP" {
             "250 2.0.0 Ok".to_owned()
@@ -186,6 +215,15 @@ fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Resu
         // a delayed ACK (Nagle), which would slow every test down.
         out.write_all(format!("{reply}\r\n").as_bytes())?;
     }
+}
+
+/// What follows the `<path>` of a MAIL or RCPT argument.
+fn params(arg: &str) -> String {
+    arg.trim()
+        .split_once('>')
+        .map_or("", |(_, rest)| rest)
+        .trim()
+        .to_owned()
 }
 
 fn path(arg: &str) -> String {
