@@ -18,10 +18,8 @@
 //! A failed commit is returned (the recipient is deferred); a lost hint is
 //! only logged (the queue manager scans `queue/` anyway).
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use nix::unistd::{Gid, Uid};
 use sluice_proto::envelope::{Envelope, Recipient};
@@ -115,42 +113,16 @@ pub(crate) fn forward(
     Ok(id)
 }
 
-/// Tells the queue manager about `id` (best effort).
+/// Tells the queue manager about `id` (best effort, never waiting).
 pub(crate) fn hint(run_dir: &Path, id: QueueId) {
-    let socket = run_dir.join("qmgr.sock");
-    let sent = (|| -> Result<(), String> {
-        let mut stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
-        let timeout = Some(Duration::from_secs(2));
-        stream
-            .set_read_timeout(timeout)
-            .map_err(|e| e.to_string())?;
-        stream
-            .set_write_timeout(timeout)
-            .map_err(|e| e.to_string())?;
-        let mut decoder = sluice_ipc::FrameDecoder::new();
-        let mut buf = [0u8; 512];
-        let hello: sluice_ipc::Hello = loop {
-            if let Some(h) = decoder.next_message().map_err(|e| e.to_string())? {
-                break h;
-            }
-            let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed before its hello".to_owned());
-            }
-            decoder.push(&buf[..n]);
-        };
-        if hello.protocol != sluice_ipc::qmgr::PROTOCOL {
-            return Err(format!("speaks {:?}", hello.protocol));
-        }
-        let frame = sluice_ipc::encode(&sluice_ipc::qmgr::Request::NewMail {
+    let socket = sluice_ipc::qmgr::socket(run_dir);
+    let sent =
+        sluice_ipc::client::Hinter::new(socket.clone()).send(&sluice_ipc::qmgr::Request::NewMail {
             queue_id: id.to_string(),
-        })
-        .map_err(|e| e.to_string())?;
-        stream.write_all(&frame).map_err(|e| e.to_string())
-    })();
-    if let Err(e) = sent {
+        });
+    if !sent {
         log::info!(
-            "{id}: no new-mail hint to {} ({e}); the queue manager will find the file",
+            "{id}: no new-mail hint to {}; the queue manager will find the file",
             socket.display()
         );
     }

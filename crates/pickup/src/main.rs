@@ -134,32 +134,17 @@ fn drain(listener: &UnixListener) {
     }
 }
 
-/// Tells the queue manager about the new queue files. Never waits long:
+/// Tells the queue manager about the new queue files. Never waits:
 /// when the queue manager is down or slow the files stay, and its scan of
 /// `queue/` finds them.
 fn hint_qmgr(run_dir: &Path, ids: &[QueueId]) {
-    use std::io::Write as _;
-    if ids.is_empty() {
-        return;
-    }
-    let mut frames = Vec::new();
+    let mut hinter = sluice_ipc::client::Hinter::new(sluice_ipc::qmgr::socket(run_dir));
     for id in ids {
         let request = sluice_ipc::qmgr::Request::NewMail {
             queue_id: id.to_string(),
         };
-        if let Ok(frame) = sluice_ipc::encode(&request) {
-            frames.extend_from_slice(&frame);
+        if !hinter.send(&request) {
+            log::info!("{id}: no new-mail hint to the queue manager; its scan will find the file");
         }
-    }
-    let socket = run_dir.join("qmgr.sock");
-    let sent = std::os::unix::net::UnixStream::connect(&socket).and_then(|mut stream| {
-        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-        stream.write_all(&frames)
-    });
-    if let Err(e) = sent {
-        log::info!(
-            "no new-mail hint to {} ({e}); the queue manager will find the file(s)",
-            socket.display()
-        );
     }
 }

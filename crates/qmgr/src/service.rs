@@ -9,7 +9,7 @@
 //! Trust a peer: a bad frame closes that connection and nothing else; a
 //! change request is checked against the peer's credentials, not its word.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use signal_hook_mio::v1_0::Signals;
 use sluice_ipc::delivery::{self, AgentMessage, QmgrMessage, Transport};
 use sluice_ipc::qmgr::{Request, Response};
 use sluice_ipc::{FrameDecoder, Hello};
+use sluice_spool::QueueId;
 
 use crate::queue::{now_ms, Queue};
 
@@ -38,6 +39,15 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_secs(1);
 /// The shortest wait for due work (see the loop).
 const MIN_WAIT: Duration = Duration::from_millis(20);
+/// A peer's share of one turn of the loop: this many frames handled and
+/// bytes read at most, then the next peer's turn comes. A peer that sends
+/// without pause is served a share per turn and never starves the others
+/// (or the scheduler, which runs once per turn).
+const FRAMES_PER_TURN: usize = 1024;
+const BYTES_PER_TURN: usize = 64 * 1024;
+/// A peer whose unread output passes this is not reading its answers: it
+/// is closed rather than buffered for.
+const MAX_UNSENT: usize = 4 * sluice_ipc::MAX_BUFFERED;
 
 enum Kind {
     /// A client of `qmgr.sock`.
@@ -59,6 +69,8 @@ struct Peer {
     uid: u32,
     gid: u32,
     closed: bool,
+    /// In [`Service::ready`]: it may have input not yet served.
+    ready: bool,
 }
 
 /// The running queue manager.
@@ -69,6 +81,10 @@ pub(crate) struct Service {
     delivery: UnixListener,
     socket_paths: [PathBuf; 2],
     peers: HashMap<Token, Peer>,
+    /// Peers with input to serve, in turn order.
+    ready: VecDeque<Token>,
+    /// New-mail hints of this turn, imported at its end.
+    hinted: Vec<QueueId>,
     next_token: usize,
     queue: Queue,
     next_scan: Instant,
@@ -92,7 +108,7 @@ impl Service {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let control_path = run_dir.join("qmgr.sock");
+        let control_path = sluice_ipc::qmgr::socket(run_dir);
         let delivery_path = run_dir.join("delivery.sock");
         let mut control = bind(&control_path, 0o666)?;
         let mut delivery = bind(&delivery_path, 0o660)?;
@@ -107,6 +123,8 @@ impl Service {
             delivery,
             socket_paths: [control_path, delivery_path],
             peers: HashMap::new(),
+            ready: VecDeque::new(),
+            hinted: Vec::new(),
             next_token: FIRST_PEER,
             queue,
             next_scan: Instant::now() + SCAN_EVERY,
@@ -130,8 +148,15 @@ impl Service {
                     until_due = until_due.min(wait);
                 }
             }
+            // Peers with input left from their last share are served again
+            // after the poll, which then only collects what is new.
+            let busy = if self.ready.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            };
             let timeout = until_due
-                .min(TICK)
+                .min(busy)
                 .min(self.next_scan.saturating_duration_since(now))
                 .min(self.next_expire.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -157,11 +182,18 @@ impl Service {
                         if event.is_writable() {
                             self.flush(token);
                         }
-                        if event.is_readable() {
-                            self.read(token)?;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.mark_ready(token);
                         }
                     }
                 }
+            }
+            self.serve_ready()?;
+            if !self.hinted.is_empty() {
+                let mut hinted = std::mem::take(&mut self.hinted);
+                hinted.sort_unstable();
+                hinted.dedup();
+                self.queue.import(&hinted)?;
             }
             if Instant::now() >= self.next_scan {
                 let found = self.queue.scan()?;
@@ -290,13 +322,7 @@ impl Service {
                 continue;
             }
             let (kind, hello) = if listener == CONTROL {
-                (
-                    Kind::Control,
-                    Hello {
-                        protocol: sluice_ipc::qmgr::PROTOCOL.to_owned(),
-                        version: sluice_ipc::qmgr::VERSION,
-                    },
-                )
+                (Kind::Control, sluice_ipc::qmgr::hello())
             } else {
                 (
                     Kind::Agent {
@@ -320,6 +346,7 @@ impl Service {
                     uid: creds.uid(),
                     gid: creds.gid(),
                     closed: false,
+                    ready: false,
                 },
             );
             self.send(token, &hello);
@@ -354,74 +381,138 @@ impl Service {
             }
         }
         peer.out.drain(..written);
+        if peer.out.len() > MAX_UNSENT {
+            log::warn!("a peer does not read its answers: closing that connection");
+            peer.closed = true;
+        }
+        if peer.closed {
+            // Dropped in its turn.
+            self.mark_ready(token);
+        }
     }
 
-    fn read(&mut self, token: Token) -> anyhow::Result<()> {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let Some(peer) = self.peers.get_mut(&token) else {
-                return Ok(());
-            };
-            match peer.stream.read(&mut buf) {
-                Ok(0) => {
-                    peer.closed = true;
-                    break;
-                }
-                Ok(n) => peer.decoder.push(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    peer.closed = true;
-                    break;
-                }
+    /// Queues `token` for a share of the next turn, once.
+    fn mark_ready(&mut self, token: Token) {
+        if let Some(peer) = self.peers.get_mut(&token) {
+            if !peer.ready {
+                peer.ready = true;
+                self.ready.push_back(token);
             }
         }
-        self.handle_frames(token)?;
-        let closed = self.peers.get(&token).is_some_and(|p| p.closed);
-        if closed {
-            self.drop_peer(token)?;
+    }
+
+    /// Gives each peer with input one share, in turn; those with more
+    /// left go to the back of the line for the next turn.
+    fn serve_ready(&mut self) -> anyhow::Result<()> {
+        for _ in 0..self.ready.len() {
+            let Some(token) = self.ready.pop_front() else {
+                break;
+            };
+            let more = self.serve(token)?;
+            let closed = self.peers.get(&token).is_none_or(|p| p.closed);
+            if closed {
+                self.drop_peer(token)?;
+            } else if let Some(peer) = self.peers.get_mut(&token) {
+                peer.ready = more;
+                if more {
+                    self.ready.push_back(token);
+                }
+            }
         }
         Ok(())
     }
 
-    fn handle_frames(&mut self, token: Token) -> anyhow::Result<()> {
+    /// One peer's share: decodes what is buffered, then reads at most what
+    /// completes one maximal frame, and again, until its share is used
+    /// (true: it may have more) or the socket has nothing more now.
+    fn serve(&mut self, token: Token) -> anyhow::Result<bool> {
+        let mut buf = [0u8; 16 * 1024];
+        let (mut frames, mut bytes) = (0, 0);
         loop {
+            while self.handle_frame(token)? {
+                frames += 1;
+                if frames >= FRAMES_PER_TURN {
+                    return Ok(true);
+                }
+            }
+            if bytes >= BYTES_PER_TURN {
+                return Ok(true);
+            }
             let Some(peer) = self.peers.get_mut(&token) else {
-                return Ok(());
+                return Ok(false);
             };
-            match &peer.kind {
-                Kind::Control => match peer.decoder.next_message::<Request>() {
-                    Ok(Some(request)) => self.handle_request(token, request)?,
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        log::warn!("qmgr.sock: {e}: closing that connection");
-                        peer.closed = true;
-                        return Ok(());
-                    }
-                },
-                Kind::Agent { .. } => match peer.decoder.next_message::<AgentMessage>() {
-                    Ok(Some(message)) => self.handle_agent(token, message)?,
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        log::warn!("delivery.sock: {e}: closing that connection");
-                        peer.closed = true;
-                        return Ok(());
-                    }
-                },
+            if peer.closed {
+                return Ok(false);
+            }
+            // After a decode that needed more bytes there is always room.
+            let room = peer.decoder.room().min(buf.len());
+            match peer.stream.read(&mut buf[..room]) {
+                Ok(0) => {
+                    peer.closed = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    peer.decoder.push(&buf[..n]);
+                    bytes += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    peer.closed = true;
+                    return Ok(false);
+                }
             }
         }
     }
 
+    /// Decodes and handles one buffered frame; false if there is none
+    /// whole yet, or the peer is closed (a bad frame closes it).
+    fn handle_frame(&mut self, token: Token) -> anyhow::Result<bool> {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return Ok(false);
+        };
+        if peer.closed {
+            return Ok(false);
+        }
+        match &peer.kind {
+            Kind::Control => match peer.decoder.next_message::<Request>() {
+                Ok(Some(request)) => self.handle_request(token, request)?,
+                Ok(None) => return Ok(false),
+                Err(e) => {
+                    log::warn!("qmgr.sock: {e}: closing that connection");
+                    peer.closed = true;
+                    return Ok(false);
+                }
+            },
+            Kind::Agent { .. } => match peer.decoder.next_message::<AgentMessage>() {
+                Ok(Some(message)) => self.handle_agent(token, message)?,
+                Ok(None) => return Ok(false),
+                Err(e) => {
+                    log::warn!("delivery.sock: {e}: closing that connection");
+                    peer.closed = true;
+                    return Ok(false);
+                }
+            },
+        }
+        Ok(true)
+    }
+
     fn handle_request(&mut self, token: Token, request: Request) -> anyhow::Result<()> {
         match request {
+            // The hints of a turn are imported together at its end (one
+            // transaction); a peer that sends a bad one is broken or
+            // hostile, and is closed rather than logged for each.
             Request::NewMail { queue_id } => match queue_id.parse() {
-                Ok(id) => {
-                    self.queue.import(&[id])?;
+                Ok(id) => self.hinted.push(id),
+                Err(_) => {
+                    log::warn!(
+                        "qmgr.sock: hint with a bad queue ID {:?}: closing that connection",
+                        sluice_log::printable(&queue_id, 40)
+                    );
+                    if let Some(peer) = self.peers.get_mut(&token) {
+                        peer.closed = true;
+                    }
                 }
-                Err(_) => log::warn!(
-                    "qmgr.sock: hint with a bad queue ID {:?}",
-                    sluice_log::printable(&queue_id, 40)
-                ),
             },
             Request::Etrn { domain } => {
                 let response = match self.queue.etrn(&domain) {

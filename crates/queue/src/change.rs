@@ -18,15 +18,13 @@
 //! (`Failed`) are errors (exit 1) that say which.
 
 use std::collections::HashSet;
-use std::io::{BufRead, ErrorKind, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, ErrorKind};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use serde::de::DeserializeOwned;
+use sluice_ipc::client::{CallError, Client};
 use sluice_ipc::qmgr::{Action, Request, Response, Target, PROTOCOL, VERSION};
-use sluice_ipc::{FrameDecoder, Hello};
 use sluice_spool::QueueId;
 
 use crate::listing::printable;
@@ -38,9 +36,6 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Queue IDs per request, so that a long list from stdin stays well under
 /// the frame limit (20 bytes and quotes each).
 const IDS_PER_REQUEST: usize = 10_000;
-
-/// The socket's name in `run_dir`.
-pub(crate) const SOCKET: &str = "qmgr.sock";
 
 /// The verb as the operator typed it.
 pub(crate) fn verb(action: Action) -> &'static str {
@@ -176,34 +171,15 @@ pub(crate) fn send_changes(
     action: Action,
     targets: Vec<Target>,
 ) -> anyhow::Result<u64> {
-    let path = run_dir.join(SOCKET);
-    let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => anyhow!("the queue manager is not running (no {})", path.display()),
-        ErrorKind::ConnectionRefused => anyhow!(
-            "the queue manager is not running ({} refuses connections)",
-            path.display()
-        ),
-        _ => anyhow!("connecting to {}: {e}", path.display()),
-    })?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-    let mut decoder = FrameDecoder::new();
-    let hello: Hello = read_message(&mut stream, &mut decoder)?;
-    if hello.protocol != PROTOCOL || hello.version != VERSION {
-        bail!(
-            "{} speaks {:?} version {}, not {PROTOCOL} version {VERSION}",
-            path.display(),
-            printable(&hello.protocol),
-            hello.version
-        );
-    }
+    let path = sluice_ipc::qmgr::socket(run_dir);
+    let mut client = Client::connect(&path, &sluice_ipc::qmgr::hello(), ANSWER_TIMEOUT)
+        .map_err(|e| explain(&path, e))?;
     let mut total = 0;
     for target in targets {
-        let frame = sluice_ipc::encode(&Request::Change { action, target })?;
-        stream
-            .write_all(&frame)
-            .map_err(|e| anyhow!("sending to the queue manager: {e}"))?;
-        match read_message::<Response>(&mut stream, &mut decoder)? {
+        let response: Response = client
+            .call(&Request::Change { action, target })
+            .map_err(|e| explain(&path, e))?;
+        match response {
             Response::Done { messages } => total += messages,
             Response::Denied { reason } => bail!(
                 "the queue manager refused to {}: {} (you are uid {}; changes need root or the queue manager's group)",
@@ -221,29 +197,37 @@ pub(crate) fn send_changes(
     Ok(total)
 }
 
-fn read_message<T: DeserializeOwned>(
-    stream: &mut UnixStream,
-    decoder: &mut FrameDecoder,
-) -> anyhow::Result<T> {
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(message) = decoder
-            .next_message::<T>()
-            .map_err(|e| anyhow!("from the queue manager: {e}"))?
-        {
-            return Ok(message);
-        }
-        let n = match stream.read(&mut buf) {
-            Ok(0) => bail!("the queue manager closed the connection without an answer"),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => bail!(
-                "no answer from the queue manager within {}s (the change may still happen)",
-                ANSWER_TIMEOUT.as_secs()
+/// The operator's words for a failed exchange with the queue manager.
+fn explain(path: &Path, e: CallError) -> anyhow::Error {
+    match e {
+        CallError::Connect { source, .. } => match source.kind() {
+            ErrorKind::NotFound => {
+                anyhow!("the queue manager is not running (no {})", path.display())
+            }
+            ErrorKind::ConnectionRefused => anyhow!(
+                "the queue manager is not running ({} refuses connections)",
+                path.display()
             ),
-            Err(e) => bail!("reading from the queue manager: {e}"),
-        };
-        decoder.push(&buf[..n]);
+            ErrorKind::PermissionDenied => anyhow!(
+                "{}: permission denied (changes need root or the queue manager's group)",
+                path.display()
+            ),
+            _ => anyhow!("connecting to {}: {source}", path.display()),
+        },
+        CallError::Protocol { got, .. } => anyhow!(
+            "{} speaks {:?} version {}, not {PROTOCOL} version {VERSION}",
+            path.display(),
+            printable(&got.protocol),
+            got.version
+        ),
+        e if e.is_timeout() => anyhow!(
+            "no answer from the queue manager within {}s (the change may still happen)",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+        CallError::Closed { .. } => {
+            anyhow!("the queue manager closed the connection without an answer")
+        }
+        e => anyhow!("from the queue manager: {e}"),
     }
 }
 

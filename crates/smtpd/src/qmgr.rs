@@ -1,5 +1,6 @@
 //! The queue-manager answerer: hints about new mail and ETRN's flush
-//! requests, sent over `run_dir/qmgr.sock` without ever waiting. A request
+//! requests, sent over `run_dir/qmgr.sock` without ever waiting
+//! ([`sluice_ipc::client::Hinter`]). A request
 //! that cannot be written at once is dropped (the queue manager also scans
 //! the queue; an ETRN is then answered 458), and what the queue manager
 //! writes back is read and discarded, so that a stopped or slow queue
@@ -12,12 +13,11 @@
 //! Every failure means "not sent": the caller answers accordingly.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mio::net::UnixStream;
+use sluice_ipc::client::Hinter;
 use sluice_ipc::qmgr::Request;
 use sluice_proto::server::EtrnAnswer;
 
@@ -28,17 +28,15 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The loop's connection to the queue manager.
 pub(crate) struct Qmgr {
-    socket: PathBuf,
-    stream: Option<UnixStream>,
+    hinter: Hinter,
     /// When each domain was last flushed.
     flushed: HashMap<String, Instant>,
 }
 
 impl Qmgr {
-    pub(crate) fn new(socket: PathBuf) -> Qmgr {
+    pub(crate) fn new(run_dir: &Path) -> Qmgr {
         Qmgr {
-            socket,
-            stream: None,
+            hinter: Hinter::new(sluice_ipc::qmgr::socket(run_dir)),
             flushed: HashMap::new(),
         }
     }
@@ -79,37 +77,6 @@ impl Qmgr {
 
     /// Writes one whole frame now, or nothing; true if it went.
     fn send(&mut self, request: &Request) -> bool {
-        let Ok(frame) = sluice_ipc::encode(request) else {
-            return false;
-        };
-        if self.stream.is_none() {
-            self.stream = UnixStream::connect(&self.socket).ok();
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return false;
-        };
-        // Answers to earlier requests are not needed: read them away.
-        let mut sink = [0u8; 4096];
-        loop {
-            match stream.read(&mut sink) {
-                Ok(0) => {
-                    self.stream = None;
-                    return false;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.stream = None;
-                    return false;
-                }
-            }
-        }
-        let sent = stream.write(&frame).is_ok_and(|n| n == frame.len());
-        if !sent {
-            // A partial frame would desynchronise the stream: start over.
-            self.stream = None;
-        }
-        sent
+        self.hinter.send(request)
     }
 }

@@ -99,7 +99,7 @@ impl Server {
                 &config.smtpd,
                 &hostname,
             ),
-            qmgr: Qmgr::new(config.run_dir.join("qmgr.sock")),
+            qmgr: Qmgr::new(&config.run_dir),
             config,
             hostname,
             stopping: None,
