@@ -14,7 +14,7 @@ fn etrn_does_not_wait_for_a_stopped_queue_manager() {
     let mut sluice = Instance::with_smtpd("relay_domains: [\"relay.test\"],", "processes: 1,");
     let addr = sluice.start();
     wait_for("the queue manager's socket", || {
-        sluice.run_dir.join("qmgr.sock").exists()
+        sluice_ipc::qmgr::socket(&sluice.run_dir).exists()
     });
     let qmgr = sluice.daemon_pids("sluice-qmgr");
     assert_eq!(qmgr.len(), 1);

@@ -83,7 +83,7 @@ impl Setup {
         )
         .unwrap();
         let delivery = UnixListener::bind(dir.path().join("run/delivery.sock")).unwrap();
-        let qmgr = UnixListener::bind(dir.path().join("run/qmgr.sock")).unwrap();
+        let qmgr = UnixListener::bind(sluice_ipc::qmgr::socket(&dir.path().join("run"))).unwrap();
         Setup {
             dir,
             config,

@@ -47,7 +47,7 @@ impl Setup {
     }
 
     fn socket(&self) -> PathBuf {
-        self.run.path().join("qmgr.sock")
+        sluice_ipc::qmgr::socket(self.run.path())
     }
 
     fn run(&self, args: &[&str]) -> Output {
