@@ -20,9 +20,11 @@
 #![allow(unsafe_code)]
 
 mod fd_limit;
+mod master_link;
 mod startup;
 
 pub use fd_limit::{fit_connections, raise_fd_limit};
+pub use master_link::{die_with_master, strays, Daemon, MASTER_PID_ARG};
 pub use startup::{exit, start, DaemonArgs, StartError, Started};
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -53,6 +55,14 @@ pub enum Error {
     /// The configured user does not exist.
     #[error("user {0:?} (config key `user`) does not exist")]
     NoSuchUser(String),
+    /// The master that started this daemon is gone.
+    #[error("master pid {master} is gone (parent is now pid {parent})")]
+    MasterGone {
+        /// The master's pid, from `--master-pid`.
+        master: i32,
+        /// The current parent.
+        parent: i32,
+    },
     /// A system call failed.
     #[error("{what}: {source}")]
     Sys {
@@ -203,7 +213,8 @@ pub fn drop_privileges(user: &str) -> Result<(), Error> {
             source: nix::Error::EPERM,
         });
     }
-    Ok(())
+    // The new user cleared the parent-death signal.
+    die_with_master()
 }
 
 /// Binds a daemon's Unix socket in `run_dir` afresh (a stale one from a
@@ -221,12 +232,29 @@ pub fn bind_socket(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net
     Ok(listener)
 }
 
-/// The system's host name, for configs that leave `hostname` empty.
+/// The host name for configs that leave `hostname` empty: the name in
+/// `/etc/mailname` when that file holds one (Debian's mail name, which its
+/// MTA packages share), else the system's host name.
 pub fn system_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
+    mail_name(Path::new("/etc/mailname")).unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
+}
+
+/// The first line of a mailname file, if it is a plausible host name
+/// (letters, digits, `-` and `.`, at most 253 bytes); else `None`.
+fn mail_name(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let name = text.lines().next()?.trim();
+    let plausible = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    plausible.then(|| name.to_owned())
 }
 
 /// Tells systemd (or a test) that the service is ready: sends `READY=1`
@@ -234,6 +262,12 @@ pub fn system_hostname() -> String {
 /// namespace). Failure to notify is returned, never fatal by itself.
 pub fn notify_ready() -> std::io::Result<()> {
     notify("READY=1")
+}
+
+/// Tells systemd the configuration is being re-read; [`notify_ready`]
+/// follows when the reload is done (or abandoned).
+pub fn notify_reloading() -> std::io::Result<()> {
+    notify("RELOADING=1")
 }
 
 /// Tells systemd the service is stopping.
@@ -284,6 +318,19 @@ mod tests {
         assert_eq!(lines[0], "2 first:second");
         assert!(lines[1].ends_with("/a"), "{text}");
         assert!(lines[2].ends_with("/b"), "{text}");
+    }
+
+    #[test]
+    fn mail_name_is_the_first_line_when_it_is_a_host_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mailname");
+        std::fs::write(&path, "mx1.example.org\nignored\n").expect("write");
+        assert_eq!(mail_name(&path).as_deref(), Some("mx1.example.org"));
+        for bad in ["", "\n", "two words\n", "a;rm -rf /\n"] {
+            std::fs::write(&path, bad).expect("write");
+            assert_eq!(mail_name(&path), None, "{bad:?}");
+        }
+        assert_eq!(mail_name(&dir.path().join("missing")), None);
     }
 
     #[test]

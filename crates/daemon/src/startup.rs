@@ -20,6 +20,9 @@ pub struct DaemonArgs {
     /// Log to syslog (facility mail) instead of stderr.
     #[arg(long)]
     pub syslog: bool,
+    /// The master that started this daemon: it dies with it.
+    #[arg(long, hide = true)]
+    pub master_pid: Option<u32>,
 }
 
 /// A daemon whose configuration is loaded and whose logger is installed.
@@ -42,11 +45,15 @@ pub enum StartError {
     /// The logger could not be installed.
     #[error(transparent)]
     Log(#[from] sluice_log::Error),
+    /// The master is gone, or the daemon cannot follow it.
+    #[error(transparent)]
+    Master(#[from] crate::Error),
 }
 
 /// Loads the configuration and installs the logger tagged
 /// `<tag_prefix>/<program>` (e.g. `sluice/smtpd`).
 pub fn start(program: &str, args: &DaemonArgs) -> Result<Started, StartError> {
+    crate::master_link::link(args.master_pid)?;
     let config = sluice_config::load(&args.config)?;
     let hostname = config.hostname_or(&crate::system_hostname());
     let sink = if args.syslog {

@@ -59,6 +59,11 @@ impl Drop for AsOwner {
             {
                 panic!("cannot regain root after writing the queue file: {e}");
             }
+            // The change of user cleared the parent-death signal.
+            if let Err(e) = sluice_daemon::die_with_master() {
+                log::error!("fatal: {e}");
+                std::process::exit(1);
+            }
         }
     }
 }

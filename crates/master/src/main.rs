@@ -23,6 +23,11 @@
 //! logs; the pid goes to `run_dir/master.pid`, under a lock held for the
 //! master's life, so two masters cannot share a spool.
 //!
+//! Each daemon is started with `--master-pid` and dies with its master
+//! (`PR_SET_PDEATHSIG`); daemons of an earlier master of the same
+//! configuration that are still running (it was killed with SIGKILL before
+//! they could learn it) are killed at start, before the sockets are bound.
+//!
 //! # Security
 //! Started as root, it creates directories owned by the `user` of the
 //! configuration and binds privileged ports; the daemons it starts drop to
@@ -38,6 +43,7 @@
 //! Parse mail, or exit while daemons it started are still running.
 #![forbid(unsafe_code)]
 
+mod strays;
 mod supervisor;
 
 use anyhow::Context as _;

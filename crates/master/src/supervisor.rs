@@ -122,6 +122,9 @@ impl Supervisor {
         }
         create_run_dir(&config.run_dir, owner)?;
         let lock = lock_instance(&config.run_dir)?;
+        // With the lock held, no other master serves this configuration:
+        // daemons still running for it outlived an earlier one.
+        crate::strays::kill_strays(&config_path);
         let listeners = bind_all(&config.smtpd.listen, &mut [])?;
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGCHLD, SIGHUP, SIGINT, SIGTERM])?;
@@ -188,7 +191,11 @@ impl Supervisor {
     fn spawn(&self, slot: &Slot) -> std::io::Result<Pid> {
         let program = self.daemon_dir.join(slot.program);
         let mut command = Command::new(&program);
-        command.arg("--config").arg(&self.config_path);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg(sluice_daemon::MASTER_PID_ARG)
+            .arg(std::process::id().to_string());
         if self.syslog {
             command.arg("--syslog");
         }
@@ -269,6 +276,15 @@ impl Supervisor {
     }
 
     fn reload(&mut self) {
+        let _ = sluice_daemon::notify_reloading();
+        self.reload_config();
+        if let Err(e) = sluice_daemon::notify_ready() {
+            log::warn!("cannot notify readiness: {e}");
+        }
+    }
+
+    /// Re-reads the configuration; keeps the running one if it is bad.
+    fn reload_config(&mut self) {
         let config = match sluice_config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {

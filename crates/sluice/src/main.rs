@@ -16,12 +16,14 @@
 //!   socket exists, else to `run_dir/sluice.log`.
 //! - `stop` sends SIGTERM to the master and waits for it to finish.
 //! - `reload` sends SIGHUP: the master re-reads the configuration.
-//! - `status` says whether the master runs and where it listens.
+//! - `status` says whether the master runs and where it listens, and names
+//!   any daemon still running after its master died.
 //!
 //! # Diagnostics
 //! Exit status 0 on success; 1 when something is wrong (check failed, start
-//! failed, stop timed out); `status` exits 3 when Sluice is not running, as
-//! LSB init scripts do.
+//! failed, stop timed out); `status` exits 3 when Sluice is not running, and
+//! 1 when the master is gone but daemons it started still run, as LSB init
+//! scripts do.
 //!
 //! # Security
 //! Meant for root (or the user a demo instance runs as); it only reads the
@@ -100,7 +102,7 @@ fn main() -> ExitCode {
         Verb::Reload => signal_master(&config, Signal::SIGHUP).map(|pid| {
             println!("sluice: asked sluice-master (pid {pid}) to reload");
         }),
-        Verb::Status => return status(&config),
+        Verb::Status => return status(&args.config, &config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,9 +137,11 @@ fn check(path: &Path, config: &Config, print: bool) -> Result<(), String> {
     // file and line); the daemons skip them and deliver the rest.
     let recipients = sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(config));
     problems.extend(recipients.problems());
-    if !config.run_dir.is_dir() {
+    // A missing run_dir is normal before the first start (sluice-master,
+    // or systemd's RuntimeDirectory=, creates it); something else there is not.
+    if std::fs::symlink_metadata(&config.run_dir).is_ok_and(|m| !m.is_dir()) {
         problems.push(format!(
-            "run_dir {}: missing (sluice-master creates it at start)",
+            "run_dir {}: not a directory",
             config.run_dir.display()
         ));
     }
@@ -164,14 +168,30 @@ fn check(path: &Path, config: &Config, print: bool) -> Result<(), String> {
     }
 }
 
-/// The master's pid from `run_dir/master.pid`, if that process is alive
-/// and really is a sluice-master.
+/// The master's pid from `run_dir/master.pid`, if a master holds the
+/// instance lock (a dead one, even unreaped, holds nothing) and that pid
+/// really is a sluice-master.
 fn master_pid(config: &Config) -> Option<Pid> {
+    if !lock_held(&config.run_dir.join("master.lock")) {
+        return None;
+    }
     let text = std::fs::read_to_string(config.run_dir.join("master.pid")).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     // comm is cut at 15 characters: "sluice-master" fits.
     (comm.trim() == "sluice-master").then_some(Pid::from_raw(pid))
+}
+
+/// Whether some process holds the exclusive lock a master takes on `path`.
+fn lock_held(path: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
 }
 
 fn signal_master(config: &Config, signal: Signal) -> Result<Pid, String> {
@@ -180,7 +200,7 @@ fn signal_master(config: &Config, signal: Signal) -> Result<Pid, String> {
     Ok(pid)
 }
 
-fn status(config: &Config) -> ExitCode {
+fn status(path: &Path, config: &Config) -> ExitCode {
     match master_pid(config) {
         Some(pid) => {
             let listeners =
@@ -192,8 +212,21 @@ fn status(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => {
-            println!("sluice: not running");
-            ExitCode::from(3)
+            // Daemons whose master died before they could follow it.
+            let config_path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            let strays = sluice_daemon::strays(&config_path, None);
+            if strays.is_empty() {
+                println!("sluice: not running");
+                return ExitCode::from(3);
+            }
+            println!("sluice: master not running, but daemons of a dead master are:");
+            for d in &strays {
+                println!(
+                    "sluice: {} pid {} (master pid {} is gone)",
+                    d.program, d.pid, d.master
+                );
+            }
+            ExitCode::from(1)
         }
     }
 }
