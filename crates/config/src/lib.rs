@@ -61,7 +61,8 @@ pub const DEFAULT_PATH: &str = "/etc/sluice/sluice.ron";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This host's name in greetings, `Received:` lines and bounces.
-    /// Default `""`: use the system host name (see [`Config::hostname_or`]).
+    /// Default `""`: the name in `/etc/mailname` when present, else the
+    /// system host name (see [`Config::hostname_or`]).
     pub hostname: String,
     /// The spool (queue files, index, maildrop). Default `/var/spool/sluice`.
     pub spool_dir: PathBuf,
