@@ -9,9 +9,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sluice_e2e::{bin_dir, children_named, program, wait_for, wait_up_to, Instance};
 
-const DAEMONS: [&str; 5] = [
+const DAEMONS: [&str; 6] = [
     "sluice-smtpd",
     "sluice-qmgr",
+    "sluice-pickup",
     "sluice-smtp",
     "sluice-local",
     "sluice-anvil",
@@ -44,15 +45,20 @@ fn kill_9_of_the_master_takes_every_daemon_with_it_and_the_next_start_binds_the_
     let addr = instance.start();
     let master = instance.master_pid();
     wait_for("qmgr and delivery agents", || {
-        ["sluice-qmgr", "sluice-smtp", "sluice-local"]
-            .iter()
-            .all(|d| !children_named(master, d).is_empty())
+        [
+            "sluice-qmgr",
+            "sluice-pickup",
+            "sluice-smtp",
+            "sluice-local",
+        ]
+        .iter()
+        .all(|d| !children_named(master, d).is_empty())
     });
     let daemons: Vec<Pid> = DAEMONS
         .iter()
         .flat_map(|d| children_named(master, d))
         .collect();
-    assert!(daemons.len() >= 5, "{daemons:?}");
+    assert!(daemons.len() >= 6, "{daemons:?}");
     kill(master, Signal::SIGKILL).expect("SIGKILL master");
     wait_up_to(
         Duration::from_secs(2),
