@@ -159,3 +159,23 @@ fn max_connections_is_fitted_under_the_raised_descriptor_limit() {
         );
     }
 }
+
+/// anvil killed: the master restarts it, smtpd keeps serving meanwhile and
+/// reconnects, and the limit applies again (the counts start afresh).
+#[test]
+fn a_killed_anvil_is_restarted_and_the_limit_applies_again() {
+    let (sluice, addr) = start("client_connection_limit: 1,");
+    let old = sluice.daemon_pids("sluice-anvil");
+    assert_eq!(old.len(), 1);
+    kill(old[0], Signal::SIGKILL).expect("kill anvil");
+    let _during = greeted("127.0.0.7", addr);
+    wait_for("a new anvil", || {
+        let now = sluice.daemon_pids("sluice-anvil");
+        now.len() == 1 && now != old
+    });
+    wait_for("the limit to apply again", || {
+        let _first = greeted("127.0.0.8", addr);
+        let mut second = connect_from("127.0.0.8", addr);
+        first_line(&mut second).starts_with("421 4.7.0")
+    });
+}
