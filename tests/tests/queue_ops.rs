@@ -167,3 +167,49 @@ fn a_flush_revives_a_destination_that_was_down() {
         sink.count() == 3
     });
 }
+
+/// Issue 9 defect 14: hold is kept in the spool (`hold/`), so deleting the
+/// index (the README's repair) does not release held mail.
+#[test]
+fn hold_survives_an_index_rebuild() {
+    let sink = Sink::start("127.0.0.1");
+    sink.on_rcpt(|_| "451 4.3.0 not now".to_owned());
+    let mut sluice = instance(&sink.route());
+    sluice.start();
+    let held = queue_one(&sluice, "held");
+    let other = queue_one(&sluice, "other");
+    wait_for("two deferrals", || sluice.log_count("status=deferred") == 2);
+    let (code, _, err) = sluice.queue_tool(&["hold", &held], None);
+    assert_eq!(code, 0, "{err}");
+    sluice.terminate();
+    assert!(sluice.wait_master().success());
+    for name in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(sluice.spool_dir.join(name));
+    }
+    sink.on_rcpt(|_| "250 2.1.5 Ok".to_owned());
+    sluice.start();
+    // The index is rebuilt from the files; the other message goes out at
+    // once (rebuilt recipients are due now), the held one does not.
+    wait_for("the other message", || sink.count() == 1);
+    assert_eq!(sink.messages()[0].to, ["other@relay.test"]);
+    wait_for("the other file to go", || {
+        !sluice.files_in("queue").contains(&other)
+    });
+    assert!(sluice.files_in("queue").contains(&held));
+    assert!(
+        listing(&sluice).contains(&format!("{held}!")),
+        "still held after the rebuild"
+    );
+    // A flush leaves it alone; a release sends it.
+    let (code, _, err) = sluice.queue_tool(&["flush"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = sluice.queue_tool(&["release", &held], None);
+    assert_eq!(code, 0, "{err}");
+    wait_for("the released message", || sink.count() == 2);
+    assert_eq!(sink.messages()[1].to, ["held@relay.test"]);
+    wait_for("an empty queue", || sluice.files_in("queue").is_empty());
+    assert!(
+        sluice.files_in("hold").is_empty(),
+        "the marker goes with the release"
+    );
+}

@@ -367,6 +367,7 @@ mod tests {
                     arrival_ms: i64::from(i),
                     sender: format!("sender{i}@example.org"),
                     size: 1024,
+                    hold: false,
                     recipients: vec![NewRecipient {
                         index: 0,
                         address: format!("user{i}@{domain}"),
@@ -455,6 +456,7 @@ mod tests {
                 arrival_ms: m as i64,
                 sender: String::new(),
                 size: 1,
+                hold: false,
                 recipients,
             };
             index.insert(&[message], 0).expect("insert");

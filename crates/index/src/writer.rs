@@ -25,6 +25,8 @@ pub struct NewMessage {
     pub sender: String,
     /// Content size in bytes.
     pub size: u64,
+    /// Held by the operator (the spool's `hold/` marker says so).
+    pub hold: bool,
     /// Its recipients.
     pub recipients: Vec<NewRecipient>,
 }
@@ -120,14 +122,14 @@ impl Index {
         let mut added = 0;
         {
             let mut msg = tx.prepare_cached(
-                "INSERT OR IGNORE INTO message (id, arrival, sender, size) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO message (id, arrival, sender, size, hold) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut rcpt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO recipient (message_id, idx, address, domain, transport, next_hop, state, next_attempt)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
             )?;
             for m in messages {
-                if msg.execute(params![m.id, m.arrival_ms, m.sender, m.size as i64])? == 0 {
+                if msg.execute(params![m.id, m.arrival_ms, m.sender, m.size as i64, m.hold])? == 0 {
                     continue;
                 }
                 added += 1;
@@ -414,6 +416,7 @@ mod tests {
             arrival_ms: arrival,
             sender: "s@x.test".into(),
             size: 10,
+            hold: false,
             recipients: rcpts
                 .iter()
                 .enumerate()

@@ -106,6 +106,24 @@ impl Queue {
         if imported > 0 || dropped > 0 {
             log::info!("recovery: imported {imported} queue file(s), dropped {dropped} stale index entr(ies)");
         }
+        // The operator's holds are in the spool: the index follows them,
+        // and a marker whose message is gone goes too.
+        let markers = self
+            .spool
+            .list(sluice_spool::Area::Hold)
+            .unwrap_or_else(|e| {
+                log::warn!("cannot read the hold markers: {e}");
+                Vec::new()
+            });
+        let mut held = Vec::new();
+        for id in markers {
+            if on_disk.contains(&id.to_string()) {
+                held.push(id.to_string());
+            } else if let Err(e) = self.spool.set_hold(id, false) {
+                log::warn!("{id}: cannot remove a stale hold marker: {e}");
+            }
+        }
+        self.index.set_hold(&held, true)?;
         Ok(())
     }
 
@@ -161,6 +179,7 @@ impl Queue {
             arrival_ms: to_ms(file.arrival),
             sender: file.envelope.sender.clone(),
             size: file.content.len() as u64,
+            hold: self.spool.is_held(file.id),
             recipients: file
                 .envelope
                 .recipients
@@ -561,12 +580,23 @@ impl Queue {
                 self.scheduler.unsuspend_all();
             }
             Action::Hold => {
+                // The spool's marker first: it is what survives the index.
+                for id in &ids {
+                    if let Ok(qid) = id.parse::<QueueId>() {
+                        self.spool.set_hold(qid, true)?;
+                    }
+                }
                 self.index.set_hold(&ids, true)?;
                 for id in &ids {
                     self.unqueue(id, now)?;
                 }
             }
             Action::Release => {
+                for id in &ids {
+                    if let Ok(qid) = id.parse::<QueueId>() {
+                        self.spool.set_hold(qid, false)?;
+                    }
+                }
                 self.index.set_hold(&ids, false)?;
                 self.index.make_due(&ids, None, now)?;
             }
@@ -591,6 +621,11 @@ impl Queue {
                                 log::warn!("{id}: cannot remove the queue file: {e}");
                                 continue;
                             }
+                        }
+                    }
+                    if let Ok(qid) = id.parse::<QueueId>() {
+                        if let Err(e) = self.spool.set_hold(qid, false) {
+                            log::warn!("{id}: cannot remove the hold marker: {e}");
                         }
                     }
                     self.index.forget(id)?;

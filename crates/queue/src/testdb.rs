@@ -130,6 +130,7 @@ impl Fixture {
             arrival_ms,
             sender: sender.to_owned(),
             size,
+            hold: false,
             recipients: recipients
                 .iter()
                 .enumerate()
@@ -185,6 +186,7 @@ impl Fixture {
                 arrival_ms: FIRST_ARRIVAL_MS + i64::from(i),
                 sender: format!("sender{i}@example.org"),
                 size: 1024,
+                hold: false,
                 recipients: vec![new_recipient(0, &format!("user{i}@d{}.test", i % 100))],
             })
             .collect();

@@ -7,6 +7,8 @@
 //!   maildrop/         1733  local submissions: anyone may drop, nobody may list
 //!   corrupt/          0700  files that could not be parsed, never deleted
 //!   tmp/              0700  files being written by `commit`
+//!   hold/             0700  one empty marker per message the operator held,
+//!                           named by queue ID: the hold survives the index
 //! ```
 //!
 //! # Must never
@@ -42,11 +44,21 @@ pub enum Area {
     Corrupt,
     /// `tmp/`: files being written.
     Tmp,
+    /// `hold/`: one empty marker per held message (Postfix moves held
+    /// files to `hold/`; the queue file stays put here, so that no reader
+    /// of `queue/` needs to know).
+    Hold,
 }
 
 impl Area {
     /// Every area, in the order they are created.
-    pub const ALL: [Area; 4] = [Area::Queue, Area::Maildrop, Area::Corrupt, Area::Tmp];
+    pub const ALL: [Area; 5] = [
+        Area::Queue,
+        Area::Maildrop,
+        Area::Corrupt,
+        Area::Tmp,
+        Area::Hold,
+    ];
 
     /// The directory's name under the spool root.
     pub fn dir_name(self) -> &'static str {
@@ -55,6 +67,7 @@ impl Area {
             Area::Maildrop => "maildrop",
             Area::Corrupt => "corrupt",
             Area::Tmp => "tmp",
+            Area::Hold => "hold",
         }
     }
 
@@ -64,7 +77,7 @@ impl Area {
     pub fn dir_mode(self) -> u32 {
         match self {
             Area::Maildrop => 0o1733,
-            Area::Queue | Area::Corrupt | Area::Tmp => 0o700,
+            Area::Queue | Area::Corrupt | Area::Tmp | Area::Hold => 0o700,
         }
     }
 
@@ -73,7 +86,7 @@ impl Area {
     pub fn file_mode(self) -> u32 {
         match self {
             Area::Maildrop => 0o644,
-            Area::Queue | Area::Corrupt | Area::Tmp => 0o600,
+            Area::Queue | Area::Corrupt | Area::Tmp | Area::Hold => 0o600,
         }
     }
 }
@@ -236,6 +249,29 @@ impl Spool {
         }
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// Marks message `id` held (durably: the marker is committed as a
+    /// queue file is) or no longer held. Releasing what is not held is no
+    /// error.
+    pub fn set_hold(&self, id: QueueId, hold: bool) -> Result<(), Error> {
+        if hold {
+            return match self.commit_into(Area::Hold, &id.to_string(), &[]) {
+                Ok(_) | Err(Error::Exists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        let path = self.path(Area::Hold, id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path)(e)),
+        }
+    }
+
+    /// Whether message `id` is held (its marker is in `hold/`).
+    pub fn is_held(&self, id: QueueId) -> bool {
+        fs::symlink_metadata(self.path(Area::Hold, id)).is_ok()
     }
 
     /// Removes queue file `id` from `queue/`: emptied and kept in `tmp/`

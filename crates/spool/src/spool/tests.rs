@@ -241,3 +241,19 @@ fn quarantine_keeps_every_copy() {
     let err = spool.quarantine(Path::new("/"), "root").unwrap_err();
     assert!(matches!(err, Error::BadName { .. }), "{err}");
 }
+
+#[test]
+fn hold_markers_are_set_read_and_cleared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::new(dir.path());
+    spool.create_layout(None).expect("layout");
+    let id = QueueId::generate();
+    assert!(!spool.is_held(id));
+    spool.set_hold(id, true).expect("hold");
+    assert!(spool.is_held(id));
+    assert_eq!(spool.list(Area::Hold).expect("list"), [id]);
+    spool.set_hold(id, true).expect("hold again");
+    spool.set_hold(id, false).expect("release");
+    assert!(!spool.is_held(id));
+    spool.set_hold(id, false).expect("release again");
+}
