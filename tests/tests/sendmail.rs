@@ -396,3 +396,102 @@ fn bs_speaks_smtp_on_stdin_and_bp_lists_the_queue() {
         sluice.log_count("status=deferred") > before
     });
 }
+
+/// A maildrop file with the given envelope lines (already in the file's
+/// escaped form), claiming root; content `Subject: SUBJECT`.
+fn maildrop_file(envelope_lines: &str, subject: &str) -> (String, Vec<u8>) {
+    let id = sluice_spool::QueueId::generate();
+    let content = format!("Subject: {subject}\r\n\r\nx\r\n");
+    let micros = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_micros();
+    let text = format!(
+        "sluice-queue 1\nid: {id}\narrival: {}.{:06}\nsource: local\nlocal-uid: 0\nlocal-user: root\n\
+         {envelope_lines}body: 7BIT\nsmtputf8: no\ncontent-length: {}\n\n{content}\nend-of-queue-file\n",
+        micros / 1_000_000,
+        micros % 1_000_000,
+        content.len(),
+    );
+    (id.to_string(), text.into_bytes())
+}
+
+/// Issue 9 defect 1: a maildrop file written by hand whose sender,
+/// recipient, ORCPT or ENVID holds a line end (escaped in the file, so it
+/// decodes) is refused at pickup: it goes to corrupt/ with a log line and
+/// never reaches the next hop as an injected SMTP transaction, even with
+/// `restrict_sender` on (root may choose any sender; nobody may name any
+/// recipient). A clean file dropped after them goes out alone.
+#[test]
+fn maildrop_envelopes_with_line_ends_never_reach_the_wire() {
+    let sink = Sink::start("127.0.0.1");
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},\n    \
+         local: ( restrict_sender: true ),",
+        sink.route()
+    ));
+    create_spool(&mut sluice);
+    let injected = "%0D%0ARCPT%20TO:%3Cevil@relay.test%3E";
+    let own = "sender: <nobody@mx.sluice.test>\n";
+    let bad = [
+        // Root's (trusted) chosen sender.
+        (
+            format!("sender: <root@mx.sluice.test{injected}>\nrcpt: <rcpt@relay.test>\n"),
+            "bad sender address",
+            true,
+        ),
+        // nobody's own sender, a recipient of its choice.
+        (
+            format!("{own}rcpt: <rcpt@relay.test{injected}>\n"),
+            "bad address of recipient 0",
+            false,
+        ),
+        (
+            format!("{own}rcpt: <rcpt@relay.test> orcpt=rfc822%0D%0ADATA;x\n"),
+            "bad ORCPT of recipient 0",
+            false,
+        ),
+        (
+            format!("{own}envid: E%0D%0ARSET\nrcpt: <rcpt@relay.test>\n"),
+            "bad ENVID",
+            false,
+        ),
+    ];
+    let mut names = Vec::new();
+    for (i, (lines, _, as_root)) in bad.iter().enumerate() {
+        let (name, bytes) = maildrop_file(lines, &format!("injected-{i}"));
+        if *as_root {
+            let path = sluice.spool_dir.join("maildrop").join(&name);
+            std::fs::write(path, &bytes).expect("write as root");
+        } else {
+            drop_by_hand(&sluice, &name, &bytes);
+        }
+        names.push(name);
+    }
+    sluice.start();
+    wait_for("every bad file in corrupt/", || {
+        sluice
+            .files_in("corrupt")
+            .iter()
+            .filter(|n| !n.ends_with(".why"))
+            .count()
+            == bad.len()
+    });
+    for (name, (_, why, _)) in names.iter().zip(&bad) {
+        assert_eq!(
+            sluice.log_count(&format!("maildrop file {name}: {why}")),
+            1,
+            "{}",
+            sluice.log()
+        );
+    }
+    // A clean submission after them is delivered, alone.
+    let (code, _, stderr) = sendmail(&sluice, &["rcpt@relay.test"], "Subject: clean\n\nx\n", None);
+    assert_eq!(code, 0, "{stderr}");
+    wait_for("the clean message at the sink", || sink.count() >= 1);
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].to, ["rcpt@relay.test"]);
+    assert!(text(&messages[0]).contains("Subject: clean"));
+    assert!(sluice.files_in("maildrop").is_empty());
+}

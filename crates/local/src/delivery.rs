@@ -159,13 +159,20 @@ fn deliver_one(settings: &Settings, file: &QueueFile, dest: &Destination) -> hel
             format!("mail forwarding loop for <{address}>: it already has Delivered-To: {address}"),
         );
     }
-    let prepared = message::prepare(&file.content, sender, address);
-    let bytes = match kind {
-        Kind::Mbox => {
-            let date = message::from_line_date(time::OffsetDateTime::now_utc());
-            message::mbox_entry(&prepared, sender, &date)
+    let written =
+        message::prepare(&file.content, sender, address).and_then(|prepared| match kind {
+            Kind::Mbox => {
+                let date = message::from_line_date(time::OffsetDateTime::now_utc());
+                message::mbox_entry(&prepared, sender, &date)
+            }
+            Kind::Maildir | Kind::Command => Ok(prepared),
+        });
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let why = format!("refused to write a bad envelope address into a mailbox: {e}");
+            return helper::Outcome::Bounced("5.1.3".into(), why);
         }
-        Kind::Maildir | Kind::Command => prepared,
     };
     let request = Request {
         uid,

@@ -4,7 +4,7 @@
 //! `>From ` quoting, a blank line after), and the `Delivered-To:` loop test.
 //!
 //! # Must never
-//! Change the content other than by the line-ending conversion and, in an
+//! Write an address that fails the path grammar, or change the content other than by the line-ending conversion and, in an
 //! mbox, the mboxrd quoting of `>*From ` lines (which readers undo).
 //!
 //! # Security
@@ -12,11 +12,22 @@
 //! finding header lines.
 //!
 //! # Errors
-//! None: every input gives an output.
+//! An address that does not pass the path grammar is refused
+//! ([`AddressError`]), never written.
+
+use sluice_proto::address::{check_stored, AddressError};
 
 /// `Return-Path: <sender>` and `Delivered-To: address`, then the content
-/// with CRLF as LF.
-pub(crate) fn prepare(content: &[u8], sender: &str, delivered_to: &str) -> Vec<u8> {
+/// with CRLF as LF. Both addresses must pass the path grammar
+/// (`check_stored`): a queue file is input, and a line end in an address
+/// would forge header lines, or a whole message in an mbox.
+pub(crate) fn prepare(
+    content: &[u8],
+    sender: &str,
+    delivered_to: &str,
+) -> Result<Vec<u8>, AddressError> {
+    check_stored(sender)?;
+    check_stored(delivered_to)?;
     let mut out = Vec::with_capacity(content.len() + 128);
     out.extend_from_slice(
         format!("Return-Path: <{sender}>\nDelivered-To: {delivered_to}\n").as_bytes(),
@@ -28,12 +39,17 @@ pub(crate) fn prepare(content: &[u8], sender: &str, delivered_to: &str) -> Vec<u
         rest = &rest[pos + 2..];
     }
     out.extend_from_slice(rest);
-    out
+    Ok(out)
 }
 
 /// An mbox entry: `From sender date`, the prepared message with `>*From `
 /// lines quoted (mboxrd), ending with a newline and one blank line.
-pub(crate) fn mbox_entry(prepared: &[u8], sender: &str, date: &str) -> Vec<u8> {
+pub(crate) fn mbox_entry(
+    prepared: &[u8],
+    sender: &str,
+    date: &str,
+) -> Result<Vec<u8>, AddressError> {
+    check_stored(sender)?;
     let from = if sender.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -52,7 +68,7 @@ pub(crate) fn mbox_entry(prepared: &[u8], sender: &str, date: &str) -> Vec<u8> {
         out.push(b'\n');
     }
     out.push(b'\n');
-    out
+    Ok(out)
 }
 
 /// The date of a `From ` line: asctime(3) form in UTC,
@@ -105,10 +121,12 @@ mod tests {
             "u@local.test",
         );
         assert_eq!(
-            got,
+            got.unwrap(),
             b"Return-Path: <a@b.test>\nDelivered-To: u@local.test\nSubject: x\n\nbody\nlast"
         );
-        assert!(prepare(b"", "", "u").starts_with(b"Return-Path: <>\n"));
+        assert!(prepare(b"", "", "u")
+            .unwrap()
+            .starts_with(b"Return-Path: <>\n"));
     }
 
     #[test]
@@ -119,9 +137,78 @@ mod tests {
             "Thu Nov 28 22:00:34 2024",
         );
         assert_eq!(
-            String::from_utf8(got).unwrap(),
+            String::from_utf8(got.unwrap()).unwrap(),
             "From MAILER-DAEMON Thu Nov 28 22:00:34 2024\nSubject: x\n\n>From here\n>>From there\nFrom\nnot From x\n\n"
         );
+    }
+
+    /// Issue 9 defect 1: an address with a line end (from a hand-written
+    /// or old queue file) is never written into a mailbox.
+    #[test]
+    fn addresses_with_control_characters_are_refused() {
+        for (sender, to) in [
+            (
+                "a@b.test\nFrom forged@x Thu Nov 28 22:00:34 2024",
+                "u@local.test",
+            ),
+            ("a@b.test", "u@local.test\r\nX-Forged: 1"),
+            ("a@b.test\0", "u@local.test"),
+        ] {
+            assert!(prepare(b"x\r\n", sender, to).is_err(), "{sender:?} {to:?}");
+        }
+        assert!(mbox_entry(b"x\n", "a@b\nFrom x", "date").is_err());
+    }
+
+    fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just("a@b.test".to_owned()),
+            Just("\r\n".to_owned()),
+            Just("\n".to_owned()),
+            Just("\r".to_owned()),
+            Just("\0".to_owned()),
+            Just(" ".to_owned()),
+            Just("From ".to_owned()),
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..6).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        /// Issue 9 defect 1, as a property: whatever a queue file says the
+        /// sender and recipient are, the lines written into a mailbox
+        /// around them hold no control character but the LF ending them.
+        #[test]
+        fn mailbox_lines_never_hold_control_characters(sender in hostile(), to in hostile()) {
+            let source = sluice_spool::Source::Notice;
+            let envelope = sluice_proto::envelope::Envelope {
+                sender,
+                recipients: vec![sluice_proto::envelope::Recipient {
+                    address: to,
+                    notify: None,
+                    orcpt: None,
+                }],
+                ..Default::default()
+            };
+            let bytes = sluice_spool::encode(&sluice_spool::Message {
+                id: sluice_spool::QueueId::generate(),
+                arrival: std::time::SystemTime::UNIX_EPOCH,
+                source: &source,
+                envelope: &envelope,
+                content: &[b"Subject: s\r\n\r\nx\r\n"],
+            });
+            let file = sluice_spool::decode(&bytes).unwrap();
+            let (sender, to) = (&file.envelope.sender, &file.envelope.recipients[0].address);
+            if let Ok(prepared) = prepare(&file.content, sender, to) {
+                let entry = mbox_entry(&prepared, sender, "Thu Nov 28 22:00:34 2024").unwrap();
+                // From_, Return-Path:, Delivered-To:, then the content.
+                let text = String::from_utf8(entry).unwrap();
+                for line in text.split('\n').take(3) {
+                    proptest::prop_assert!(!line.chars().any(char::is_control), "{:?}", line);
+                }
+                proptest::prop_assert!(text.contains("\nSubject: s\n"));
+            }
+        }
     }
 
     #[test]

@@ -526,6 +526,13 @@ impl<S: System> Directory<S> {
         if domain.is_empty() {
             domain = context_domain.to_owned();
         } else if !self.is_local_domain(&domain) {
+            // An alias or .forward names it: it enters the queue, so it
+            // passes the grammar every other address passes.
+            if let Err(e) = sluice_proto::address::check_stored(address) {
+                let reason = format!("bad address syntax in a forward: {e}");
+                walk.fail(address, Severity::Permanent, "5.1.3", reason);
+                return;
+            }
             walk.push(Destination::Remote {
                 address: address.to_owned(),
             });

@@ -27,7 +27,9 @@
 //! file with more than one hard link (it could be someone else's file
 //! linked in), a file over the size limit, one that does not decode under
 //! the `local` allow-list (client fields, `declared-size`, unknown fields),
-//! one whose source is not `local`, one without recipients, and, when
+//! one whose source is not `local`, one without recipients, one whose
+//! sender, recipients, ORCPT or ENVID fail the path grammar (the same
+//! `Envelope::check` the client engine applies), and, when
 //! `local.restrict_sender` is on, one whose sender was chosen by an
 //! untrusted user.
 //!
@@ -214,6 +216,11 @@ fn pickup_one(
     if envelope.recipients.is_empty() {
         return Err(Refusal::Corrupt("has no recipients".into()));
     }
+    // The same grammar smtpd applies: a line end in an address would forge
+    // an SMTP transaction toward the next hop or a message in an mbox.
+    envelope
+        .check()
+        .map_err(|e| Refusal::Corrupt(e.to_string()))?;
     let trusted = is_trusted(owner, settings.trusted_gid);
     let cleanup = sluice_cleanup::Settings {
         hostname: settings.hostname.clone(),

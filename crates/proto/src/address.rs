@@ -178,6 +178,37 @@ pub fn parse_path(input: &str, utf8: bool) -> Result<(Path, &str), AddressError>
     ))
 }
 
+/// Checks an address as an envelope stores it (without angle brackets):
+/// `""` (the null path), a mailbox that the path grammar accepts whole and
+/// gives back unchanged, or a local part alone (`postmaster`, or a local
+/// name an alias expands to) that the local-part grammar accepts. Every door into the queue checks
+/// addresses with it, and every writer of an address onto a wire
+/// (`MAIL FROM`, `RCPT TO`) or into a mailbox (`Return-Path:`,
+/// `Delivered-To:`, the mbox `From ` line) checks again, since a queue file
+/// written by hand or by an older version is input too: no control
+/// character, and no space or bracket outside the grammar, ever passes.
+pub fn check_stored(address: &str) -> Result<(), AddressError> {
+    if address.is_empty() {
+        return Ok(());
+    }
+    let qualified = !address.contains('@');
+    let path = if qualified {
+        format!("<{address}@localhost>")
+    } else {
+        format!("<{address}>")
+    };
+    match parse_path(&path, true)? {
+        (
+            Path::Mailbox {
+                mailbox,
+                had_source_route: false,
+            },
+            "",
+        ) if mailbox.address() == path[1..path.len() - 1] => Ok(()),
+        _ => Err(AddressError::Syntax),
+    }
+}
+
 /// Checks a complete string as a domain name (LDH or, with `utf8`, U-labels).
 pub fn is_domain(s: &str, utf8: bool) -> bool {
     let mut p = Parser { s, pos: 0, utf8 };
@@ -223,15 +254,18 @@ impl Parser<'_> {
         }
     }
 
-    /// Consumes one non-ASCII UTF-8 character if allowed. The input is a
-    /// `str`, so a byte >= 0x80 always starts a valid sequence.
+    /// Consumes one non-ASCII UTF-8 character if allowed; never a C1
+    /// control (U+0080 to U+009F: NEL is a line end to some readers). The
+    /// input is a `str`, so a byte >= 0x80 always starts a valid sequence.
     fn utf8_char(&mut self) -> bool {
         match self.peek() {
-            Some(b) if b >= 0x80 && self.utf8 => {
-                let len = self.s[self.pos..].chars().next().map_or(1, char::len_utf8);
-                self.pos += len;
-                true
-            }
+            Some(b) if b >= 0x80 && self.utf8 => match self.s[self.pos..].chars().next() {
+                Some(c) if !c.is_control() => {
+                    self.pos += c.len_utf8();
+                    true
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -416,6 +450,37 @@ pub fn encode_xtext(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_addresses_pass_the_grammar_whole() {
+        for ok in [
+            "",
+            "postmaster",
+            "Postmaster",
+            "root",
+            "a@b.example",
+            "\"a b\"@x.example",
+            "u@[192.0.2.1]",
+            "j\u{f6}rg@b\u{fc}cher.example",
+        ] {
+            assert_eq!(check_stored(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "a@b\r\nRCPT TO:<evil@x>",
+            "a\n@b",
+            "a@b\0",
+            "a b@c",
+            "a@b> SIZE=1",
+            "@r:a@b",
+            "<a@b>",
+            "a b",
+            "root\r\nX",
+            "\"a\rb\"@x",
+            "a@b\u{85}",
+        ] {
+            assert!(check_stored(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn mailbox(s: &str) -> Mailbox {
         match parse_path(s, true) {

@@ -10,6 +10,32 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::address::{check_stored, AddressError};
+
+/// Which value of an envelope may not be written onto a wire or into a
+/// mailbox (see [`Envelope::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The sender does not pass the path grammar.
+    #[error("bad sender address: {0}")]
+    Sender(AddressError),
+    /// A recipient (0-based) does not pass the path grammar, or is empty.
+    #[error("bad address of recipient {index}: {error}")]
+    Recipient {
+        /// Which recipient.
+        index: usize,
+        /// Why.
+        error: AddressError,
+    },
+    /// An ORCPT is not `addr-type;address` with an atom for a type and no
+    /// control character.
+    #[error("bad ORCPT of recipient {0}")]
+    Orcpt(usize),
+    /// ENVID is not 1 to 100 printable ASCII characters (RFC 3461 4.4).
+    #[error("bad ENVID")]
+    Envid,
+}
+
 /// The BODY= parameter of MAIL FROM (RFC 6152, RFC 3030).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum BodyType {
@@ -91,6 +117,45 @@ pub struct Envelope {
     pub envid: Option<String>,
     /// SIZE= as declared by the client, if given.
     pub declared_size: Option<u64>,
+}
+
+impl Envelope {
+    /// Checks every value that is written onto a wire or into a mailbox or
+    /// a notice: the sender and each recipient pass the path grammar
+    /// ([`check_stored`]), each ORCPT is `atom;text` without control
+    /// characters, ENVID is printable ASCII. The doors into the queue call
+    /// it on what they did not parse themselves (a maildrop file), and the
+    /// client engine calls it again before `MAIL FROM`.
+    pub fn check(&self) -> Result<(), EnvelopeError> {
+        check_stored(&self.sender).map_err(EnvelopeError::Sender)?;
+        for (index, r) in self.recipients.iter().enumerate() {
+            let error = if r.address.is_empty() {
+                Err(AddressError::Syntax)
+            } else {
+                check_stored(&r.address)
+            };
+            error.map_err(|error| EnvelopeError::Recipient { index, error })?;
+            if let Some(orcpt) = &r.orcpt {
+                let ok = orcpt.split_once(';').is_some_and(|(kind, addr)| {
+                    !kind.is_empty()
+                        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !addr.is_empty()
+                        && !addr.chars().any(char::is_control)
+                });
+                if !ok {
+                    return Err(EnvelopeError::Orcpt(index));
+                }
+            }
+        }
+        if let Some(envid) = &self.envid {
+            let ok =
+                (1..=100).contains(&envid.len()) && envid.bytes().all(|b| (32..=126).contains(&b));
+            if !ok {
+                return Err(EnvelopeError::Envid);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How the client spoke: the `with` clause of the Received header (RFC 3848).

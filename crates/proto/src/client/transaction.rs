@@ -3,7 +3,8 @@
 //! (pipelined in one write, or one at a time).
 //!
 //! # Must never
-//! Send an ESMTP parameter the server did not offer (SMTPUTF8 aside: the
+//! Write an envelope that fails [`Envelope::check`] (a control character in
+//! an address would inject commands), or send an ESMTP parameter the server did not offer (SMTPUTF8 aside: the
 //! session refuses before MAIL when it is needed and not offered).
 
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use super::{Expect, Extensions, Output, Session};
 use crate::address::encode_xtext;
-use crate::envelope::{BodyType, Envelope, Recipient, Ret};
+use crate::envelope::{BodyType, Envelope, EnvelopeError, Recipient, Ret};
 use crate::reply::Enhanced;
 
 impl Session {
@@ -21,6 +22,17 @@ impl Session {
         }
         let ext = self.extensions.clone().unwrap_or_default();
         let env = &self.params.envelope;
+        // A queue file is input too (written by hand, or by an older
+        // version): nothing that could end a command line or start
+        // another goes onto the wire.
+        if let Err(e) = env.check() {
+            let text = format!("refused to send a bad envelope: {e}");
+            let dsn = match e {
+                EnvelopeError::Sender(_) => Enhanced::new(5, 1, 7),
+                _ => Enhanced::new(5, 1, 3),
+            };
+            return self.fail_open_local(dsn, 553, &text);
+        }
         if env.smtputf8 && !ext.smtputf8 {
             let text = "SMTPUTF8 is required, but was not offered by the host";
             return self.fail_open_local(Enhanced::new(5, 6, 7), 550, text);
