@@ -25,6 +25,15 @@ fn relay(sink: &Sink) -> Instance {
     ))
 }
 
+/// As [`relay`], with `local.restrict_sender` on.
+fn restricted_relay(sink: &Sink) -> Instance {
+    Instance::new(&format!(
+        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},\n    \
+         local: ( restrict_sender: true ),",
+        sink.route()
+    ))
+}
+
 /// Runs `sluice-sendmail -C CONFIG ARGS` with `stdin`, as `uid` if given;
 /// returns (exit code, stdout, stderr).
 fn sendmail(
@@ -196,11 +205,7 @@ fn an_unprivileged_f_is_delivered_with_a_warning_naming_the_user() {
 #[test]
 fn restrict_sender_refuses_an_unprivileged_f() {
     let sink = Sink::start("127.0.0.1");
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},\n    \
-         local: ( restrict_sender: true ),",
-        sink.route()
-    ));
+    let mut sluice = restricted_relay(&sink);
     create_spool(&mut sluice);
     let (code, _, stderr) = sendmail(
         &sluice,
@@ -251,15 +256,24 @@ fn restrict_sender_refuses_an_unprivileged_f() {
 
 /// A maildrop file as sluice-sendmail would write it, but claiming `uid`.
 fn forged_file(uid: u32, extra_field: &str, subject: &str) -> (String, Vec<u8>) {
+    maildrop_file(
+        uid,
+        &format!("{extra_field}sender: <root@mx.sluice.test>\nrcpt: <rcpt@relay.test>\n"),
+        &format!("Subject: {subject}\r\nFrom: root@mx.sluice.test\r\n\r\nforged\r\n"),
+    )
+}
+
+/// A maildrop file claiming `uid` (user root), with `lines` (in the
+/// file's escaped form) right after its `source` line.
+fn maildrop_file(uid: u32, lines: &str, content: &str) -> (String, Vec<u8>) {
     let id = sluice_spool::QueueId::generate();
-    let content = format!("Subject: {subject}\r\nFrom: root@mx.sluice.test\r\n\r\nforged\r\n");
     let micros = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("time")
         .as_micros();
     let text = format!(
-        "sluice-queue 1\nid: {id}\narrival: {}.{:06}\nsource: local\n{extra_field}local-uid: {uid}\nlocal-user: root\n\
-         sender: <root@mx.sluice.test>\nbody: 7BIT\nsmtputf8: no\nrcpt: <rcpt@relay.test>\ncontent-length: {}\n\n{content}\nend-of-queue-file\n",
+        "sluice-queue 1\nid: {id}\narrival: {}.{:06}\nsource: local\n{lines}local-uid: {uid}\nlocal-user: root\n\
+         body: 7BIT\nsmtputf8: no\ncontent-length: {}\n\n{content}\nend-of-queue-file\n",
         micros / 1_000_000,
         micros % 1_000_000,
         content.len()
@@ -397,25 +411,6 @@ fn bs_speaks_smtp_on_stdin_and_bp_lists_the_queue() {
     });
 }
 
-/// A maildrop file with the given envelope lines (already in the file's
-/// escaped form), claiming root; content `Subject: SUBJECT`.
-fn maildrop_file(envelope_lines: &str, subject: &str) -> (String, Vec<u8>) {
-    let id = sluice_spool::QueueId::generate();
-    let content = format!("Subject: {subject}\r\n\r\nx\r\n");
-    let micros = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("time")
-        .as_micros();
-    let text = format!(
-        "sluice-queue 1\nid: {id}\narrival: {}.{:06}\nsource: local\nlocal-uid: 0\nlocal-user: root\n\
-         {envelope_lines}body: 7BIT\nsmtputf8: no\ncontent-length: {}\n\n{content}\nend-of-queue-file\n",
-        micros / 1_000_000,
-        micros % 1_000_000,
-        content.len(),
-    );
-    (id.to_string(), text.into_bytes())
-}
-
 /// Issue 9 defect 1: a maildrop file written by hand whose sender,
 /// recipient, ORCPT or ENVID holds a line end (escaped in the file, so it
 /// decodes) is refused at pickup: it goes to corrupt/ with a log line and
@@ -425,11 +420,7 @@ fn maildrop_file(envelope_lines: &str, subject: &str) -> (String, Vec<u8>) {
 #[test]
 fn maildrop_envelopes_with_line_ends_never_reach_the_wire() {
     let sink = Sink::start("127.0.0.1");
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},\n    \
-         local: ( restrict_sender: true ),",
-        sink.route()
-    ));
+    let mut sluice = restricted_relay(&sink);
     create_spool(&mut sluice);
     let injected = "%0D%0ARCPT%20TO:%3Cevil@relay.test%3E";
     let own = "sender: <nobody@mx.sluice.test>\n";
@@ -459,7 +450,8 @@ fn maildrop_envelopes_with_line_ends_never_reach_the_wire() {
     ];
     let mut names = Vec::new();
     for (i, (lines, _, as_root)) in bad.iter().enumerate() {
-        let (name, bytes) = maildrop_file(lines, &format!("injected-{i}"));
+        let content = format!("Subject: injected-{i}\r\n\r\nx\r\n");
+        let (name, bytes) = maildrop_file(0, lines, &content);
         if *as_root {
             let path = sluice.spool_dir.join("maildrop").join(&name);
             std::fs::write(path, &bytes).expect("write as root");
