@@ -137,14 +137,13 @@ fn a_user_outside_the_sluice_group_may_list_but_not_change() {
     ] {
         let (code, out, err) = sluice.queue_tool(&args, Some(nobody));
         assert_eq!(code, 1, "{args:?} must be refused: {out}{err}");
-        assert!(err.contains("only root or the sluice group"), "{err}");
+        // The control socket (0660) does not even let the user connect.
+        assert!(
+            err.contains("permission denied (changes need root or the queue manager's group)"),
+            "{err}"
+        );
     }
     assert!(sluice.files_in("queue").contains(&id));
-    assert!(
-        sluice.log().contains("refused to uid 65534"),
-        "{}",
-        sluice.log()
-    );
 }
 
 #[test]

@@ -1,17 +1,23 @@
-//! The queue manager's event loop and its two sockets:
-//! - `run_dir/qmgr.sock` (mode 0666): new-mail hints from smtpd, pickup
-//!   and local forwarding, ETRN, and
-//!   operators' changes from `sluice-queue` (changes only from root, the
-//!   queue manager's own user or its group, checked with SO_PEERCRED);
-//! - `run_dir/delivery.sock` (mode 0660): delivery agents taking jobs.
+//! The queue manager's event loop and its two sockets, both the control
+//! channel of Sluice's own processes and operators (mode 0660, and every
+//! peer checked with SO_PEERCRED at accept: root, the queue manager's own
+//! user, or a member of its group; anyone else is closed at once):
+//! - `run_dir/qmgr.sock`: new-mail hints from smtpd, pickup and local
+//!   forwarding, ETRN, and operators' changes from `sluice-queue`;
+//! - `run_dir/delivery.sock`: delivery agents taking jobs.
+//!
+//! Unprivileged users need neither: their one channel is pickup's
+//! world-writable wake-up socket (`sluice_ipc::pickup`).
 //!
 //! # Must never
 //! Trust a peer: a bad frame closes that connection and nothing else; a
 //! change request is checked against the peer's credentials, not its word.
+//! Let peers take the descriptors the queue needs: at most [`MAX_PEERS`]
+//! at once, and running out of descriptors (EMFILE, ENFILE) only pauses
+//! accepting.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -45,6 +51,14 @@ const MIN_WAIT: Duration = Duration::from_millis(20);
 /// (or the scheduler, which runs once per turn).
 const FRAMES_PER_TURN: usize = 1024;
 const BYTES_PER_TURN: usize = 64 * 1024;
+/// Peers at once, well under the descriptor limit (1024 by default), so
+/// that the index, queue files and bounces always find descriptors.
+const MAX_PEERS: usize = 512;
+/// Connections accepted per listener in one turn of the loop.
+const ACCEPTS_PER_TURN: usize = 64;
+/// The pause before accepting again after the process or the system ran
+/// out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// A peer whose unread output passes this is not reading its answers: it
 /// is closed rather than buffered for.
 const MAX_UNSENT: usize = 4 * sluice_ipc::MAX_BUFFERED;
@@ -73,6 +87,16 @@ struct Peer {
     ready: bool,
 }
 
+/// What one turn of accepting on a listener left.
+enum Accepted {
+    /// Nothing waits.
+    Drained,
+    /// The turn's share was taken; more may wait.
+    More,
+    /// Accepting failed (e.g. out of descriptors).
+    Failed(std::io::Error),
+}
+
 /// The running queue manager.
 pub(crate) struct Service {
     poll: Poll,
@@ -83,23 +107,20 @@ pub(crate) struct Service {
     peers: HashMap<Token, Peer>,
     /// Peers with input to serve, in turn order.
     ready: VecDeque<Token>,
+    /// When to accept on both listeners again (connections are waiting,
+    /// or accepting paused for want of descriptors).
+    accept_due: Option<Instant>,
+    /// Peers were refused for [`MAX_PEERS`] (logged once per episode).
+    at_capacity: bool,
+    /// Accepting failed since the backlogs were last empty (logged once
+    /// per episode).
+    starved: bool,
     /// New-mail hints of this turn, imported at its end.
     hinted: Vec<QueueId>,
     next_token: usize,
     queue: Queue,
     next_scan: Instant,
     next_expire: Instant,
-}
-
-fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
 }
 
 impl Service {
@@ -110,8 +131,9 @@ impl Service {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let control_path = sluice_ipc::qmgr::socket(run_dir);
         let delivery_path = run_dir.join("delivery.sock");
-        let mut control = bind(&control_path, 0o666)?;
-        let mut delivery = bind(&delivery_path, 0o660)?;
+        let mut control = UnixListener::from_std(sluice_daemon::bind_socket(&control_path, 0o660)?);
+        let mut delivery =
+            UnixListener::from_std(sluice_daemon::bind_socket(&delivery_path, 0o660)?);
         poll.registry()
             .register(&mut control, CONTROL, Interest::READABLE)?;
         poll.registry()
@@ -125,6 +147,9 @@ impl Service {
             peers: HashMap::new(),
             ready: VecDeque::new(),
             hinted: Vec::new(),
+            accept_due: None,
+            at_capacity: false,
+            starved: false,
             next_token: FIRST_PEER,
             queue,
             next_scan: Instant::now() + SCAN_EVERY,
@@ -150,13 +175,17 @@ impl Service {
             }
             // Peers with input left from their last share are served again
             // after the poll, which then only collects what is new.
-            let busy = if self.ready.is_empty() {
+            let busy = if self.ready.is_empty() && self.accept_due.is_none() {
                 TICK
             } else {
                 Duration::ZERO
             };
             let timeout = until_due
                 .min(busy)
+                .min(
+                    self.accept_due
+                        .map_or(TICK, |at| at.saturating_duration_since(now)),
+                )
                 .min(self.next_scan.saturating_duration_since(now))
                 .min(self.next_expire.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -176,8 +205,7 @@ impl Service {
                             return Ok(());
                         }
                     }
-                    CONTROL => self.accept(CONTROL),
-                    DELIVERY => self.accept(DELIVERY),
+                    CONTROL | DELIVERY => self.accept_due = Some(Instant::now()),
                     token => {
                         if event.is_writable() {
                             self.flush(token);
@@ -187,6 +215,9 @@ impl Service {
                         }
                     }
                 }
+            }
+            if self.accept_due.is_some_and(|at| at <= Instant::now()) {
+                self.accept_both();
             }
             self.serve_ready()?;
             if !self.hinted.is_empty() {
@@ -292,8 +323,38 @@ impl Service {
         Ok(())
     }
 
-    fn accept(&mut self, listener: Token) {
-        loop {
+    /// Accepts on both listeners, and says when to again: next turn if
+    /// connections are left, after [`ACCEPT_PAUSE`] if accepting failed
+    /// (out of descriptors: logged once until the backlogs are empty).
+    fn accept_both(&mut self) {
+        self.accept_due = None;
+        let mut drained = true;
+        for listener in [CONTROL, DELIVERY] {
+            match self.accept(listener) {
+                Accepted::Drained => {}
+                Accepted::More => {
+                    drained = false;
+                    self.accept_due = Some(Instant::now());
+                }
+                Accepted::Failed(e) => {
+                    drained = false;
+                    if !self.starved {
+                        log::warn!("accept: {e}: pausing new connections");
+                    }
+                    self.starved = true;
+                    self.accept_due = Some(Instant::now() + ACCEPT_PAUSE);
+                }
+            }
+        }
+        if drained {
+            self.starved = false;
+        }
+    }
+
+    /// Accepts up to a turn's worth of connections on `listener`. Over
+    /// [`MAX_PEERS`] or from a stranger, a connection is closed at once.
+    fn accept(&mut self, listener: Token) -> Accepted {
+        for _ in 0..ACCEPTS_PER_TURN {
             let accepted = if listener == CONTROL {
                 self.control.accept()
             } else {
@@ -301,16 +362,30 @@ impl Service {
             };
             let (mut stream, _) = match accepted {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Accepted::Drained,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    return;
-                }
+                // EMFILE, ENFILE, ENOBUFS...: never fatal.
+                Err(e) => return Accepted::Failed(e),
             };
             let Ok(creds) = getsockopt(&stream, PeerCredentials) else {
                 continue;
             };
+            if !is_privileged(creds.uid(), creds.gid()) {
+                log::warn!(
+                    "{}: refused a connection from uid {}: only root, the queue manager's user or its group",
+                    if listener == CONTROL { "qmgr.sock" } else { "delivery.sock" },
+                    creds.uid()
+                );
+                continue;
+            }
+            if self.peers.len() >= MAX_PEERS {
+                if !self.at_capacity {
+                    log::warn!("{MAX_PEERS} connections: refusing more until some close");
+                    self.at_capacity = true;
+                }
+                continue;
+            }
+            self.at_capacity = false;
             let token = Token(self.next_token);
             self.next_token += 1;
             if self
@@ -351,6 +426,7 @@ impl Service {
             );
             self.send(token, &hello);
         }
+        Accepted::More
     }
 
     fn send<T: serde::Serialize>(&mut self, token: Token, message: &T) {
@@ -529,7 +605,7 @@ impl Service {
                     .get(&token)
                     .map(|p| (p.uid, p.gid))
                     .unwrap_or((u32::MAX, u32::MAX));
-                let response = if !may_change_queue(uid, gid) {
+                let response = if !is_privileged(uid, gid) {
                     log::warn!("queue change {action:?} refused to uid {uid}");
                     Response::Denied {
                         reason: "only root or the sluice group may change the queue".into(),
@@ -617,7 +693,7 @@ impl Service {
 }
 
 /// Root, the queue manager's own user, or a member of its group.
-fn may_change_queue(uid: u32, gid: u32) -> bool {
+fn is_privileged(uid: u32, gid: u32) -> bool {
     let my_uid = nix::unistd::geteuid().as_raw();
     let my_gid = nix::unistd::getegid();
     if uid == 0 || uid == my_uid || gid == my_gid.as_raw() {
