@@ -72,7 +72,8 @@ pub struct Config {
     /// Default `""`: the directory of the running `sluice-master`.
     pub daemon_dir: PathBuf,
     /// The account daemons run as when started as root (ignored otherwise).
-    /// Default `sluice`.
+    /// `""` is the user the program runs as, so nothing changes user (a
+    /// demo instance, even one started by root). Default `sluice`.
     pub user: String,
     /// The SMTP server.
     pub smtpd: Smtpd,
@@ -368,8 +369,8 @@ pub struct Local {
     /// paths must be absolute.
     pub virtual_base: PathBuf,
     /// The Unix user that owns and writes the virtual mailboxes (ignored
-    /// when Sluice does not run as root: it then writes as itself).
-    /// Default `vmail`.
+    /// when Sluice does not run as root: it then writes as itself). `""`
+    /// is the user the program runs as. Default `vmail`.
     pub virtual_owner: String,
     /// Honour `~/.forward` files (addresses only). Default `true`.
     pub forward: bool,
@@ -510,6 +511,17 @@ keyword_enum!(
 );
 
 impl Config {
+    /// Puts `me` (the user this program runs as) where the file says `""`
+    /// for a user: `user` and `local.virtual_owner`. The caller looks the
+    /// name up (this crate resolves no names).
+    pub fn resolve_own_user(&mut self, me: &str) {
+        for name in [&mut self.user, &mut self.local.virtual_owner] {
+            if name.is_empty() {
+                *name = me.to_owned();
+            }
+        }
+    }
+
     /// The host name to use: `hostname`, or `system` when it is empty.
     #[must_use]
     pub fn hostname_or(&self, system: &str) -> String {
@@ -534,7 +546,8 @@ impl Config {
     }
 }
 
-/// Reads the config file at `path` and parses it.
+/// Reads the config file at `path` and parses it. Programs load it with
+/// `sluice_daemon::load_config`, which also resolves `""` user keys.
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read, else as [`parse`].

@@ -78,6 +78,22 @@ fn the_shipped_dev_config_is_a_loopback_demo() {
     assert_eq!(config.run_dir, Path::new("dev-spool/run"));
     assert_eq!(config.local_domains, ["example.test"]);
     assert_eq!(config.relay_domains, ["relay.test"]);
+    // Nothing changes user, even when root starts it.
+    let mut config = config;
+    config.resolve_own_user("alice");
+    assert_eq!(config.user, "alice");
+    assert_eq!(config.local.virtual_owner, "alice");
+}
+
+#[test]
+fn an_empty_user_is_the_own_user_and_named_users_stay() {
+    let mut config = ok("(user: \"\", local: (virtual_owner: \"vmail2\"))");
+    config.resolve_own_user("root");
+    assert_eq!(config.user, "root");
+    assert_eq!(config.local.virtual_owner, "vmail2");
+    // command_user runs commands from the aliases file: never implied.
+    let (_, key, _) = key_error("(local: (command_user: \"\"))");
+    assert_eq!(key, "local.command_user");
 }
 
 #[test]
@@ -745,7 +761,7 @@ fn local_delivery_keys_have_defaults_and_are_checked() {
     assert!(message.contains("must start with"), "{message}");
     let (line, key, _) = key_error("(\n local: ( postmaster: \"a b\" ))");
     assert_eq!((line, key.as_str()), (2, "local.postmaster"));
-    let (line, key, _) = key_error("(\n\n local: ( virtual_owner: \"\" ))");
+    let (line, key, _) = key_error("(\n\n local: ( virtual_owner: \"v mail\" ))");
     assert_eq!((line, key.as_str()), (3, "local.virtual_owner"));
     let (line, key, _) = key_error("(\n local: ( command_user: \"no body\" ))");
     assert_eq!((line, key.as_str()), (2, "local.command_user"));

@@ -98,7 +98,8 @@ pub(crate) fn check(config: &mut Config) -> Result<(), Invalid> {
     host_name("hostname", &config.hostname)?;
     non_empty_path("spool_dir", &config.spool_dir)?;
     non_empty_path("run_dir", &config.run_dir)?;
-    if !is_user_name(&config.user) {
+    // "" is the user the program runs as (resolved by `load`).
+    if !config.user.is_empty() && !is_user_name(&config.user) {
         return fail("user", format!("invalid user name {:?}", config.user));
     }
     check_smtpd(config)?;
@@ -280,11 +281,11 @@ fn check_local(config: &Config) -> Result<(), Invalid> {
             format!("invalid address {:?}", l.postmaster),
         );
     }
-    for (dotted, name) in [
-        ("local.virtual_owner", &l.virtual_owner),
-        ("local.command_user", &l.command_user),
+    for (dotted, name, may_be_empty) in [
+        ("local.virtual_owner", &l.virtual_owner, true),
+        ("local.command_user", &l.command_user, false),
     ] {
-        if !is_user_name(name) {
+        if !(may_be_empty && name.is_empty()) && !is_user_name(name) {
             return fail(dotted, format!("invalid user name {name:?}"));
         }
     }

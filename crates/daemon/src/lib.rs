@@ -25,7 +25,7 @@ mod startup;
 
 pub use fd_limit::{fit_connections, raise_fd_limit};
 pub use master_link::{die_with_master, strays, Daemon, MASTER_PID_ARG};
-pub use startup::{exit, start, DaemonArgs, StartError, Started};
+pub use startup::{exit, load_config, start, DaemonArgs, StartError, Started};
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;

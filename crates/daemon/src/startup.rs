@@ -50,11 +50,25 @@ pub enum StartError {
     Master(#[from] crate::Error),
 }
 
+/// Loads the configuration file at `path` as every program must: parsed
+/// and checked, with `""` in `user` and `local.virtual_owner` replaced by
+/// the user this process runs as (a demo instance changes no user).
+pub fn load_config(path: &std::path::Path) -> Result<Config, sluice_config::Error> {
+    let mut config = sluice_config::load(path)?;
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .ok()
+        .flatten();
+    if let Some(me) = me {
+        config.resolve_own_user(&me.name);
+    }
+    Ok(config)
+}
+
 /// Loads the configuration and installs the logger tagged
 /// `<tag_prefix>/<program>` (e.g. `sluice/smtpd`).
 pub fn start(program: &str, args: &DaemonArgs) -> Result<Started, StartError> {
     crate::master_link::link(args.master_pid)?;
-    let config = sluice_config::load(&args.config)?;
+    let config = load_config(&args.config)?;
     let hostname = config.hostname_or(&crate::system_hostname());
     let sink = if args.syslog {
         sluice_log::Sink::Syslog(config.log.syslog_socket.clone())

@@ -285,7 +285,7 @@ impl Supervisor {
 
     /// Re-reads the configuration; keeps the running one if it is bad.
     fn reload_config(&mut self) {
-        let config = match sluice_config::load(&self.config_path) {
+        let config = match sluice_daemon::load_config(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("reload failed, keeping the running configuration: {e}");

@@ -141,8 +141,8 @@ fn run(invoked_as: &str, args: &[String]) -> Result<(), Failure> {
     if options.config.is_some() {
         check_config_owner(&config_path)?;
     }
-    let config =
-        sluice_config::load(&config_path).map_err(|e| Failure::new(EX_CONFIG, e.to_string()))?;
+    let config = sluice_daemon::load_config(&config_path)
+        .map_err(|e| Failure::new(EX_CONFIG, e.to_string()))?;
     match &options.mode {
         Mode::Help => Ok(()),
         Mode::Newaliases => {

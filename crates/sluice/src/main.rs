@@ -88,7 +88,7 @@ enum Verb {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match sluice_config::load(&args.config) {
+    let config = match sluice_daemon::load_config(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice: {e}");
