@@ -285,7 +285,7 @@ fn check_local(config: &Config) -> Result<(), Invalid> {
         ("local.virtual_owner", &l.virtual_owner, true),
         ("local.command_user", &l.command_user, false),
     ] {
-        if !(may_be_empty && name.is_empty()) && !is_user_name(name) {
+        if !(is_user_name(name) || may_be_empty && name.is_empty()) {
             return fail(dotted, format!("invalid user name {name:?}"));
         }
     }
