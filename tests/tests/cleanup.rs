@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_e2e::sink::Sink;
-use sluice_e2e::{wait_for, Instance};
+use sluice_e2e::{wait_for, Instance, Raw};
 
 /// A queue file written by the previous release (version 1), placed in
 /// `queue/` before the new release starts, is delivered by it: an upgrade
@@ -56,4 +56,59 @@ fn a_version_1_queue_file_is_delivered_after_an_upgrade() {
         "{}",
         sluice.log()
     );
+}
+
+/// The next hop's view of a message: its content holds no NUL and no CR
+/// or LF outside a CRLF pair.
+fn is_canonical(data: &[u8]) -> bool {
+    !data.contains(&0)
+        && data.iter().enumerate().all(|(i, &b)| match b {
+            b'\r' => data.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && data[i - 1] == b'\r',
+            _ => true,
+        })
+}
+
+/// Issue 9 defect 11: a bare CR (`hello\r.\r\n`, which ends DATA for some
+/// receivers) and a NUL line (`\r\n\x00.\r\n`) from sendmail and from an
+/// SMTP client are made canonical on the way in: the next hop sees CRLF
+/// lines only, no NUL, and the whole message (the `.` lines dot-stuffed
+/// by the client engine, so nothing is cut short or smuggled).
+#[test]
+fn bare_cr_and_nul_never_leave_as_they_came() {
+    let sink = Sink::start("127.0.0.1");
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},",
+        sink.route()
+    ));
+    let addr = sluice.start();
+    let mut child = std::process::Command::new(sluice_e2e::program("sluice-sendmail"))
+        .arg("-C")
+        .arg(&sluice.config_path)
+        .arg("rcpt@relay.test")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"Subject: via-sendmail\n\nhello\r.\r\n\x00.\nafter\n",
+    )
+    .expect("stdin");
+    assert!(child.wait().expect("sendmail").success());
+
+    let mut smtp = Raw::connect(addr);
+    assert!(smtp.command("EHLO client.test").starts_with("250"));
+    assert!(smtp.command("MAIL FROM:<a@client.test>").starts_with("250"));
+    assert!(smtp.command("RCPT TO:<rcpt@relay.test>").starts_with("250"));
+    assert!(smtp.command("DATA").starts_with("354"));
+    smtp.send(b"Subject: via-smtp\r\n\r\nline\r\n\x00.\r\nafter\r\n.\r\n");
+    let reply = smtp.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+
+    wait_for("both messages at the sink", || sink.count() == 2);
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.data).into_owned();
+        assert!(is_canonical(&m.data), "{text:?}");
+        assert!(text.ends_with("\r\n.\r\nafter\r\n"), "{text:?}");
+    }
 }

@@ -7,6 +7,7 @@
 //!
 //! | step | `smtp` | `local` | `forward` | `notice` |
 //! |---|---|---|---|---|
+//! | [`Step::CanonicalContent`]: CRLF line ends, no NUL (not `BINARYMIME`) | yes | yes | | |
 //! | [`Step::AddMissingHeaders`]: `From:`, `Date:`, `Message-ID:` | | yes | | |
 //! | [`Step::RemoveBcc`]: `Bcc:`, `Resent-Bcc:` | | yes | | |
 //! | [`Step::AuthenticationWarning`]: a sender chosen by an untrusted user | | yes | | |
@@ -40,9 +41,10 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use sluice_proto::envelope::Envelope;
+use sluice_proto::envelope::{BodyType, Envelope};
 use sluice_spool::{QueueId, Source};
 
+mod content;
 pub mod date;
 mod header;
 mod local;
@@ -85,6 +87,8 @@ pub struct Submitter<'a> {
 /// One thing done to a message on entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Bare CR and LF made CRLF, NUL bytes stripped (issue 9 defect 11).
+    CanonicalContent,
     /// `From:`, `Date:`, `Message-ID:` added when missing.
     AddMissingHeaders,
     /// `Bcc:` and `Resent-Bcc:` removed.
@@ -110,8 +114,9 @@ impl Step {
 /// The steps that apply to a message from `source`, in order.
 pub fn steps(source: &Source) -> &'static [Step] {
     match source {
-        Source::Smtp(_) => &[Step::Received],
+        Source::Smtp(_) => &[Step::CanonicalContent, Step::Received],
         Source::Local { .. } => &[
+            Step::CanonicalContent,
             Step::AddMissingHeaders,
             Step::RemoveBcc,
             Step::AuthenticationWarning,
@@ -150,12 +155,18 @@ pub fn clean<'c>(
     content: &'c [u8],
 ) -> Cleaned<'c> {
     let steps = steps(entry.source);
+    let content =
+        if steps.contains(&Step::CanonicalContent) && entry.envelope.body != BodyType::BinaryMime {
+            content::canonical(content)
+        } else {
+            Cow::Borrowed(content)
+        };
     let content = if steps.iter().any(|s| s.edits_header()) {
-        let mut header = Header::parse(content);
+        let mut header = Header::parse(&content);
         edit_header(settings, entry, who, steps, &mut header);
         Cow::Owned(header.to_bytes())
     } else {
-        Cow::Borrowed(content)
+        content
     };
     let mut trace = String::new();
     for step in steps {

@@ -146,3 +146,31 @@ fn a_notice_is_not_touched() {
     assert_eq!(out.trace, "");
     assert_eq!(&out.content[..], content);
 }
+
+#[test]
+fn bare_cr_and_nul_are_canonical_for_smtp_and_local_only() {
+    let local = Source::Local {
+        uid: 1000,
+        user: "joe".into(),
+    };
+    let smtp = Source::Smtp(Client {
+        addr: "192.0.2.1".parse().expect("ip"),
+        port: 25,
+        hostname: None,
+        helo: "c".into(),
+        protocol: Protocol::Smtp,
+    });
+    let mut env = envelope("joe@host.test");
+    let content = b"Subject: s\r\n\r\nhello\r.\r\n\x00.\r\nend\r\n";
+    for source in [&local, &smtp] {
+        let t = text(&run(source, &env, content));
+        assert!(t.ends_with("\r\n\r\nhello\r\n.\r\n.\r\nend\r\n"), "{t:?}");
+    }
+    // A forward was made canonical when it first came in; binary is binary.
+    let forward = Source::Forward {
+        recipient: "joe@host.test".into(),
+    };
+    assert_eq!(&run(&forward, &env, content).content[..], content);
+    env.body = sluice_proto::envelope::BodyType::BinaryMime;
+    assert_eq!(&run(&smtp, &env, content).content[..], content);
+}
