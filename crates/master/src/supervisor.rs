@@ -109,6 +109,11 @@ impl Supervisor {
         } else {
             None
         };
+        // The lock first: a second master must touch nothing of the
+        // running instance (not even the leftovers in spool/tmp, which
+        // may be its smtpd's commits in flight).
+        create_run_dir(&config.run_dir, owner)?;
+        let lock = lock_instance(&config.run_dir)?;
         let spool = sluice_spool::Spool::new(&config.spool_dir);
         spool
             .create_layout(owner)
@@ -120,8 +125,6 @@ impl Supervisor {
                 spool.dir(sluice_spool::Area::Tmp).display()
             );
         }
-        create_run_dir(&config.run_dir, owner)?;
-        let lock = lock_instance(&config.run_dir)?;
         // With the lock held, no other master serves this configuration:
         // daemons still running for it outlived an earlier one.
         crate::strays::kill_strays(&config_path);
@@ -379,10 +382,19 @@ impl Supervisor {
     }
 }
 
-/// Writes a small run file so that readers never see half of it.
+/// Writes a small run file so that readers never see half of it. `run_dir`
+/// belongs to the daemons' user, so the temporary file is made anew
+/// (`O_EXCL`, never through a symbolic link), and the rename replaces the
+/// name, never a file a link points to.
 fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).with_context(|| tmp.display().to_string())?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| tmp.display().to_string()),
+    }
+    let mut file = sluice_spool::safe_open::create_new(&tmp, 0o644)
+        .with_context(|| tmp.display().to_string())?;
     file.write_all(bytes)?;
     // Run files are not mail: the spool's durable path is not needed here,
     // only an atomic replacement.
@@ -417,11 +429,8 @@ fn create_run_dir(dir: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
 /// One master per run_dir: an exclusive lock held until exit.
 fn lock_instance(run_dir: &Path) -> anyhow::Result<Flock<File>> {
     let path = run_dir.join("master.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    // Never through a symbolic link, and only the master's own file.
+    let file = sluice_spool::safe_open::open_own(&path, 0o600, false)
         .with_context(|| path.display().to_string())?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| anyhow::anyhow!("another sluice-master holds {} ({e})", path.display()))

@@ -249,10 +249,9 @@ fn start(path: &Path, config: &Config) -> Result<(), String> {
     } else {
         std::fs::create_dir_all(&config.run_dir)
             .map_err(|e| format!("run_dir {}: {e}", config.run_dir.display()))?;
-        let file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log_file)
+        // run_dir belongs to the daemons' user: never through a symbolic
+        // link, and only root's own file.
+        let file = sluice_spool::safe_open::open_own(&log_file, 0o600, true)
             .map_err(|e| format!("{}: {e}", log_file.display()))?;
         command.stderr(file);
         println!(

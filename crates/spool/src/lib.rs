@@ -6,6 +6,8 @@
 //!   [`decode`]).
 //! - [`spool`]: the directory layout (`queue/`, `maildrop/`, `corrupt/`,
 //!   `tmp/`), reading, listing, removing and quarantining files.
+//! - [`safe_open`]: opening files where another user may write the
+//!   directory, without following links, checked on the descriptor.
 //! - [`commit`]: [`Spool::commit`], the only way a file becomes durable in
 //!   the spool (temporary file, write, fsync, link, fsync the directory).
 //!
@@ -31,6 +33,7 @@
 pub mod commit;
 pub mod queue_file;
 pub mod queue_id;
+pub mod safe_open;
 pub mod spool;
 
 use std::io;

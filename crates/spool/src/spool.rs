@@ -26,7 +26,7 @@
 //! quarantined and reported as [`Error::Corrupt`].
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::queue_file::{decode, QueueFile};
@@ -205,7 +205,8 @@ impl Spool {
     /// at pickup).
     pub fn read_in(&self, area: Area, id: QueueId) -> Result<QueueFile, Error> {
         let path = self.path(area, id);
-        let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
+        // Never through a symbolic link: root reads these (sluice-local).
+        let bytes = crate::safe_open::read_regular(&path).map_err(Error::io("read", &path))?;
         let reason = match decode(&bytes) {
             Ok(file) if file.id == id => return Ok(file),
             Ok(file) => format!("its id line says {}", file.id),
@@ -232,7 +233,8 @@ impl Spool {
         // The note is for the operator only; the file itself is what counts.
         let mut why = moved.clone().into_os_string();
         why.push(".why");
-        let _ = fs::write(why, format!("{reason}\n"));
+        let _ = crate::safe_open::create_new(Path::new(&why), 0o600)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{reason}\n").as_bytes()));
         Ok(moved)
     }
 
@@ -299,15 +301,15 @@ fn plain_name(path: &Path) -> Result<&str, Error> {
 
 /// Makes an existing `dir` a real directory with `mode` and `owner`.
 fn fix_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), Error> {
-    let meta = fs::symlink_metadata(dir).map_err(Error::io("stat", dir))?;
-    if !meta.is_dir() {
-        return Err(Error::NotDirectory { path: dir.into() });
-    }
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(Error::io("chown", dir))?;
-    }
-    // After chown, which may clear mode bits.
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", dir))
+    crate::safe_open::fix_dir(dir, mode, owner).map_err(|e| {
+        if e.raw_os_error() == Some(nix::libc::ENOTDIR)
+            || e.raw_os_error() == Some(nix::libc::ELOOP)
+        {
+            Error::NotDirectory { path: dir.into() }
+        } else {
+            Error::io("chown/chmod", dir)(e)
+        }
+    })
 }
 
 /// Checks one directory; its metadata when it exists and is a directory.

@@ -2,7 +2,7 @@
 use super::*;
 use crate::queue_file::{encode, Message, Source};
 use sluice_proto::envelope::Envelope;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::time::UNIX_EPOCH;
 
 fn spool() -> (tempfile::TempDir, Spool) {
@@ -256,4 +256,38 @@ fn hold_markers_are_set_read_and_cleared() {
     spool.set_hold(id, false).expect("release");
     assert!(!spool.is_held(id));
     spool.set_hold(id, false).expect("release again");
+}
+
+#[test]
+fn read_never_follows_a_symbolic_link_in_queue() {
+    // sluice-local reads queue files as root; `queue/` is the daemons'
+    // user's: a link there must not make root read another file.
+    let (dir, spool) = spool();
+    let id = QueueId::generate();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, file_bytes(id)).unwrap();
+    symlink(&victim, spool.path(Area::Queue, id)).unwrap();
+    let err = spool.read(id).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(spool.list(Area::Corrupt).unwrap().is_empty());
+}
+
+#[test]
+fn quarantine_never_writes_its_note_through_a_symbolic_link() {
+    // A link planted where the `.why` note goes must not make root
+    // overwrite the file it points to.
+    let (dir, spool) = spool();
+    let id = QueueId::generate();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    symlink(
+        &victim,
+        format!("{}.why", spool.path(Area::Corrupt, id).display()),
+    )
+    .unwrap();
+    let path = spool.path(Area::Queue, id);
+    fs::write(&path, b"not a queue file").unwrap();
+    let moved = spool.quarantine(&path, "bad").unwrap();
+    assert!(moved.exists());
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
 }
