@@ -117,23 +117,32 @@ pub(crate) fn io_outcome(what: &str, e: &io::Error) -> Outcome {
     }
 }
 
-/// Runs a delivery as `request` says, in a child; `bytes` is what to
-/// write. `program` is this executable.
-pub(crate) fn run(program: &Path, request: &Request, bytes: &[u8]) -> Outcome {
-    let defer = |text: String| Outcome::Deferred("4.3.0".into(), text);
+/// The child's command line for `request`. Every value is joined to its
+/// option (`--sender=VALUE`), so that no value, such as a sender that
+/// starts with `-`, can be taken for an option (issue 9 defect 10).
+fn child_args(request: &Request) -> Vec<String> {
     let kind = match request.kind {
         Kind::Maildir => "maildir",
         Kind::Mbox => "mbox",
         Kind::Command => "command",
     };
+    vec![
+        "deliver".to_owned(),
+        format!("--uid={}", request.uid),
+        format!("--gid={}", request.gid),
+        format!("--kind={kind}"),
+        format!("--target={}", request.target),
+        format!("--sender={}", request.sender),
+        format!("--recipient={}", request.recipient),
+    ]
+}
+
+/// Runs a delivery as `request` says, in a child; `bytes` is what to
+/// write. `program` is this executable.
+pub(crate) fn run(program: &Path, request: &Request, bytes: &[u8]) -> Outcome {
+    let defer = |text: String| Outcome::Deferred("4.3.0".into(), text);
     let mut child = match Command::new(program)
-        .arg("deliver")
-        .args(["--uid", &request.uid.to_string()])
-        .args(["--gid", &request.gid.to_string()])
-        .args(["--kind", kind])
-        .args(["--target", &request.target])
-        .args(["--sender", &request.sender])
-        .args(["--recipient", &request.recipient])
+        .args(child_args(request))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .stdin(Stdio::piped())
@@ -277,6 +286,46 @@ fn run_command(request: &Request, bytes: &[u8]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_value_is_taken_for_an_option() {
+        use clap::Parser as _;
+        // A sender starting with `-` made the child's parser fail, and the
+        // mail deferred until its lifetime ended.
+        let request = Request {
+            uid: 1000,
+            gid: 1000,
+            kind: Kind::Command,
+            target: "-c true".into(),
+            sender: "-oops@evil.test".into(),
+            recipient: "--uid=0".into(),
+        };
+        let args = crate::Args::try_parse_from(
+            std::iter::once("sluice-local".to_owned()).chain(child_args(&request)),
+        )
+        .expect("the child parses its command line");
+        let Some(crate::Internal::Deliver(got)) = args.internal else {
+            panic!("not a delivery: {args:?}");
+        };
+        assert_eq!(
+            (
+                got.uid,
+                got.gid,
+                got.kind,
+                got.target,
+                got.sender,
+                got.recipient
+            ),
+            (
+                1000,
+                1000,
+                Kind::Command,
+                request.target,
+                request.sender,
+                request.recipient
+            )
+        );
+    }
 
     #[test]
     fn answers_round_trip() {
