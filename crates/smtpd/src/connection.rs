@@ -37,6 +37,11 @@ pub(crate) struct Connection {
     pub(crate) eof: bool,
     /// The check ask being folded, while one of its checks is out.
     pub(crate) fold: Option<Fold>,
+    /// When the connection is dropped whatever its state: the session's
+    /// whole time plus one command's, or, once closing, one command's time
+    /// to take its last replies (a client that does not read them loses
+    /// them, and its slot; issue 9 defect 2).
+    pub(crate) drop_at: Instant,
 }
 
 /// What one read did.
@@ -71,7 +76,9 @@ impl Connection {
             trusted: settings::is_trusted(config, ip),
             hostname: None,
         };
-        let session = Session::new(Arc::clone(session_config), peer, Instant::now());
+        let now = Instant::now();
+        let session = Session::new(Arc::clone(session_config), peer, now);
+        let limits = &session_config.limits;
         Connection {
             stream,
             session,
@@ -80,6 +87,7 @@ impl Connection {
             closing: false,
             eof: false,
             fold: None,
+            drop_at: now + limits.session_timeout + limits.command_timeout,
         }
     }
 
@@ -138,6 +146,12 @@ impl Connection {
         }
         self.out.drain(..written);
         was_high && self.out.len() <= OUT_HIGH_WATER
+    }
+
+    /// The session said Close: its replies have until `now + linger`.
+    pub(crate) fn close(&mut self, now: Instant, linger: std::time::Duration) {
+        self.closing = true;
+        self.drop_at = self.drop_at.min(now + linger);
     }
 
     /// Nothing more will happen: the session closed and its replies are

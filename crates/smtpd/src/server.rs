@@ -160,7 +160,8 @@ impl Server {
     fn next_deadline(&self) -> Option<Instant> {
         self.connections
             .values()
-            .filter_map(|c| c.session.poll_timeout())
+            .flat_map(|c| [c.session.poll_timeout(), Some(c.drop_at)])
+            .flatten()
             .chain(self.committer.asks.next_deadline())
             .chain(self.recipients.asks.next_deadline())
             .chain(self.anvil.asks.next_deadline())
@@ -253,7 +254,7 @@ impl Server {
             match output {
                 Output::Send(bytes) => c.out.extend_from_slice(&bytes),
                 Output::Log(event) => events::log_event(&event, &c.session, c.peer.ip()),
-                Output::Close => c.closing = true,
+                Output::Close => c.close(Instant::now(), self.config.smtpd.command_timeout),
                 Output::Ask(ask) => self.ask(token, ask),
             }
         }
@@ -376,6 +377,20 @@ impl Server {
     }
 
     fn expire(&mut self, now: Instant) {
+        // Every connection has a deadline, in every state: past it, it is
+        // dropped (unsent replies and all).
+        let gone: Vec<Token> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.drop_at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in gone {
+            if let Some(c) = self.connections.get_mut(&token) {
+                c.eof = true;
+            }
+            self.finish_if_done(token);
+        }
         let due: Vec<Token> = self
             .connections
             .iter()
