@@ -297,6 +297,30 @@ fn refresh<T: Default>(
 
 /// Reads a text file of at most [`FILE_MAX`] bytes (invalid UTF-8 is
 /// replaced, so that a stray byte spoils one line, not the file).
+/// Reads an `:include:` file and its owner, whose uid decides whether its
+/// commands and files may run: one open, never through a symbolic link,
+/// and the owner from `fstat` on that descriptor, so that the file read is
+/// the file whose owner was checked (a link swapped in between cannot lend
+/// root's trust to a user's file).
+fn read_include(path: &Path) -> std::io::Result<(String, u32)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(FILE_MAX).read_to_end(&mut bytes)?;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), meta.uid()))
+}
+
 pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
@@ -745,9 +769,7 @@ impl<S: System> Directory<S> {
             walk.fail(name, Severity::Permanent, "5.4.6", reason);
             return;
         }
-        let owner = std::fs::metadata(path).map(|m| m.uid());
-        let text = owner.and_then(|owner| read_text(path).map(|t| (t, owner)));
-        let (text, owner) = match text {
+        let (text, owner) = match read_include(path) {
             Ok(t) => t,
             Err(e) => {
                 let reason = format!("cannot read include file {}: {e}", path.display());

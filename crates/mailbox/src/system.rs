@@ -3,8 +3,9 @@
 //!
 //! # Must never
 //! Follow a symbolic link to a `.forward` file, or honour one that someone
-//! other than its user (or root) owns or can write: a `.forward` read by
-//! root that pointed at `/etc/shadow` would forward its lines as addresses.
+//! other than its user (or root) owns or can write, or that has a second
+//! link: a `.forward` read by root that pointed at `/etc/shadow` would
+//! forward its lines as addresses.
 //!
 //! # Security
 //! [`Host::read_forward`] runs as root in `sluice-local` on a file in a
@@ -114,6 +115,11 @@ impl System for Host {
         if !meta.is_file() {
             return Err(unsafe_file("not a regular file".to_owned()));
         }
+        if meta.nlink() != 1 {
+            // A hard link to a file the user does not own the contents of
+            // (or that root trusts) is not the user's forward list.
+            return Err(unsafe_file(format!("it has {} links", meta.nlink())));
+        }
         if meta.uid() != account.uid && meta.uid() != 0 {
             return Err(unsafe_file(format!(
                 "owned by uid {}, not by {}",
@@ -135,5 +141,37 @@ impl System for Host {
                 source,
             })?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn account(home: &std::path::Path) -> Account {
+        Account {
+            name: "me".into(),
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            home: home.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_forward_file_with_a_second_link_is_ignored() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let forward = home.path().join(".forward");
+        std::fs::write(&forward, "me@elsewhere.test\n").expect("write");
+        std::fs::set_permissions(&forward, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let got = Host.read_forward(&account(home.path())).expect("read");
+        assert_eq!(got.as_deref(), Some("me@elsewhere.test\n"));
+        // A hard link elsewhere makes it someone else's file to change.
+        std::fs::hard_link(&forward, home.path().join("other")).expect("link");
+        let err = Host
+            .read_forward(&account(home.path()))
+            .expect_err("two links");
+        assert!(matches!(err, ForwardError::Unsafe { .. }), "{err}");
+        assert!(err.to_string().contains("2 links"), "{err}");
     }
 }

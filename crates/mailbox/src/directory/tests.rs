@@ -419,3 +419,22 @@ fn commands_and_files_need_the_switch_and_a_root_owned_file() {
         assert!(e.failures[0].reason.contains("not owned by root"));
     }
 }
+
+#[test]
+fn an_include_file_is_never_read_through_a_symbolic_link() {
+    // The include file's owner decides whether its commands may run, so
+    // the file read must be the file checked: a link is refused.
+    let s = Setup::new("");
+    let list = s.file("list", "alice, bob\n");
+    let link = s.dir.path().join("link");
+    std::os::unix::fs::symlink(&list, &link).unwrap();
+    s.file("aliases", &format!("list: :include:{}\n", link.display()));
+    let d = s.directory(Fake::with_users(&["alice", "bob"]));
+    let e = d.expand("list@local.test");
+    assert!(e.destinations.is_empty(), "{:?}", e.destinations);
+    assert!(
+        e.failures[0].reason.contains("cannot read include file"),
+        "{}",
+        e.failures[0].reason
+    );
+}
