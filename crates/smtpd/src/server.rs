@@ -1,9 +1,8 @@
 //! The event loop: accepts connections, moves bytes between sockets and
-//! session machines, routes each ask of a session to its answerer (the
-//! checks of `checks`, the commit thread, the recipient lookup thread, the
-//! queue manager) and each answer back by (connection, ask id), runs the
-//! timers of sessions and asks, enforces the per-process connection cap and
-//! drains on SIGTERM.
+//! session machines, hands each ask of a session to `routing` (which sends
+//! it to its answerer and routes the answer back by (connection, ask id)),
+//! runs the timers of sessions, connections and asks, enforces the
+//! per-process connection cap and drains on SIGTERM.
 //!
 //! # Must never
 //! Wait on a client, another process or NSS (every socket is non-blocking;
@@ -20,16 +19,17 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use sluice_config::Config;
-use sluice_proto::server::{Ask, CommitAnswer, Output};
+use sluice_proto::server::Output;
 use sluice_spool::Spool;
 
 use crate::anvil::Anvil;
-use crate::checks::{Fold, Kind, Opinion, Step};
 use crate::committer::Committer;
 use crate::connection::{self, Connection, Read};
 use crate::qmgr::Qmgr;
 use crate::recipients::Recipients;
 use crate::{events, settings};
+
+mod routing;
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -261,91 +261,6 @@ impl Server {
         self.flush(token);
     }
 
-    fn ask(&mut self, token: Token, ask: Ask) {
-        let now = Instant::now();
-        match ask {
-            Ask::Check(check) => self.fold(token, Fold::new(check), None),
-            Ask::Commit(commit) => {
-                // The session waits (reads nothing more) until the commit
-                // thread answers; see `answered`.
-                if !self.committer.submit(token, commit, now) {
-                    self.answer_commit(token, CommitAnswer::TempFail);
-                }
-            }
-            Ask::Etrn { domain } => {
-                if let Some(c) = self.connections.get_mut(&token) {
-                    let answer = self.qmgr.etrn(&domain, c.peer.ip(), now);
-                    c.session.handle_etrn(answer, now);
-                }
-            }
-        }
-    }
-
-    /// Runs the checks of a fold until one must wait for its answerer or
-    /// the fold is done (then the session gets its answer).
-    fn fold(&mut self, token: Token, mut fold: Fold, mut opinion: Option<Opinion>) {
-        let now = Instant::now();
-        loop {
-            match fold.step(opinion.take()) {
-                Step::Done(answer) => {
-                    if let Some(c) = self.connections.get_mut(&token) {
-                        c.session.handle_check(answer, now);
-                    }
-                    return;
-                }
-                Step::Run(Kind::ClientLimit) => {
-                    let ip = self.connections.get(&token).map(|c| c.peer.ip());
-                    opinion = self.anvil.check(self.poll.registry(), token, ip, now);
-                }
-                Step::Run(Kind::LocalRecipient) => {
-                    opinion = self.recipients.check(token, fold.check(), now);
-                }
-            }
-            if opinion.is_none() {
-                // Its answerer answers later: see `looked_up`.
-                if let Some(c) = self.connections.get_mut(&token) {
-                    c.fold = Some(fold);
-                }
-                return;
-            }
-        }
-    }
-
-    /// A check's answerer answered (or its deadline passed): the fold goes
-    /// on.
-    fn looked_up(&mut self, token: Token, opinion: Opinion) {
-        let Some(fold) = self.connections.get_mut(&token).and_then(|c| c.fold.take()) else {
-            return;
-        };
-        self.fold(token, fold, Some(opinion));
-        self.drive(token);
-        // Input that waited behind the check can be read now.
-        self.read(token);
-    }
-
-    fn answer_commit(&mut self, token: Token, answer: CommitAnswer) {
-        if let Some(c) = self.connections.get_mut(&token) {
-            c.session.handle_commit(answer, Instant::now());
-        }
-        self.drive(token);
-        self.read(token);
-    }
-
-    /// The threads woke the loop: route their answers.
-    fn answered(&mut self) {
-        for finished in self.committer.results() {
-            if let CommitAnswer::Queued { queue_id } = &finished.answer {
-                self.qmgr.hint(queue_id);
-            }
-            if let Some(token) = finished.token {
-                self.answer_commit(token, finished.answer);
-            }
-        }
-        for (token, opinion) in self.recipients.results(Instant::now()) {
-            self.looked_up(token, opinion);
-        }
-    }
-
     fn flush(&mut self, token: Token) {
         let Some(c) = self.connections.get_mut(&token) else {
             return;
@@ -403,14 +318,6 @@ impl Server {
             }
             self.drive(token);
         }
-        for (token, answer) in self.committer.asks.expire_answers(now, "commit") {
-            self.answer_commit(token, answer);
-        }
-        for (token, opinion) in self.recipients.asks.expire_answers(now, "recipient lookup") {
-            self.looked_up(token, opinion);
-        }
-        for (token, opinion) in self.anvil.expired(now) {
-            self.looked_up(token, opinion);
-        }
+        self.expire_asks(now);
     }
 }
