@@ -39,6 +39,7 @@ struct Shared {
     rcpt_rule: Mutex<RcptRule>,
     data_reply: Mutex<String>,
     dsn: AtomicBool,
+    smtputf8: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -68,6 +69,7 @@ impl Sink {
             rcpt_rule: Mutex::new(Box::new(|_| "250 2.1.5 Ok".to_owned())),
             data_reply: Mutex::new("250 2.0.0 Ok: queued".to_owned()),
             dsn: AtomicBool::new(false),
+            smtputf8: AtomicBool::new(true),
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
@@ -112,6 +114,11 @@ impl Sink {
     /// Whether EHLO (and LHLO) offer DSN from now on (not by default).
     pub fn offer_dsn(&self, on: bool) {
         self.shared.dsn.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether EHLO (and LHLO) offer SMTPUTF8 from now on (by default, yes).
+    pub fn offer_smtputf8(&self, on: bool) {
+        self.shared.smtputf8.store(on, Ordering::SeqCst);
     }
 
     /// Everything accepted so far.
@@ -162,7 +169,12 @@ fn serve(stream: TcpStream, shared: &Shared, connection: usize) -> std::io::Resu
             } else {
                 ""
             };
-            format!("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{dsn}250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES")
+            let utf8 = if shared.smtputf8.load(Ordering::SeqCst) {
+                "250-SMTPUTF8\r\n"
+            } else {
+                ""
+            };
+            format!("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n{utf8}{dsn}250-SIZE 104857600\r\n250 ENHANCEDSTATUSCODES")
         } else if upper.starts_with("HELO") {
             "250 sink.test".to_owned()
         } else if upper.starts_with("MAIL FROM:") {

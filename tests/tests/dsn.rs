@@ -293,3 +293,46 @@ fn a_bounce_to_a_utf8_sender_carries_smtputf8_and_a_second_sluice_takes_it() {
         sluice.files_in("queue").is_empty()
     });
 }
+
+#[test]
+fn a_bounce_to_a_utf8_sender_behind_a_hop_without_smtputf8_is_logged_and_never_loops() {
+    // RFC 6531 §3.2: the notice cannot go to a server without SMTPUTF8.
+    let sender_domain = Sink::start("127.0.0.1");
+    sender_domain.offer_smtputf8(false);
+    let refusing = Sink::start("127.0.0.1");
+    refusing.on_rcpt(|_| "550 5.1.1 no such user".to_owned());
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"plain.test\"],\n    \
+         routes: {{ \"plain.test\": \"{}\", \"sender.test\": \"{}\" }},\n    \
+         queue: ( retry_min: \"1s\", retry_max: \"2s\" ),",
+        refusing.route(),
+        sender_domain.route()
+    ));
+    let addr = sluice.start();
+    let data = b"From: j\xc3\xb6rg@sender.test\r\nTo: x@plain.test\r\nSubject: no utf8 hop\r\n\r\nhallo\r\n";
+    send(
+        addr,
+        "<j\u{f6}rg@sender.test> SMTPUTF8",
+        &["<x@plain.test>"],
+        data,
+    );
+    // The notice fails for good (5.6.7; the log shows `?` for what is not
+    // ASCII) and, being from <>, goes to the
+    // postmaster: once, and never back to the sender.
+    wait_for("the postmaster's copy", || {
+        sluice.log_count("postmaster non-delivery notification") == 1
+    });
+    let log = sluice.log();
+    assert!(
+        log.lines().any(|l| l.contains("to=<j?rg@sender.test>")
+            && l.contains("dsn=5.6.7")
+            && l.contains("status=bounced")),
+        "{log}"
+    );
+    assert_eq!(
+        sluice.log_count("sender non-delivery notification"),
+        1,
+        "{log}"
+    );
+    assert_eq!(sender_domain.count(), 0);
+}
