@@ -274,7 +274,11 @@ fn a_bounce_to_a_utf8_sender_carries_smtputf8_and_a_second_sluice_takes_it() {
         "{}",
         bounce.mail_params
     );
-    assert_eq!(gateway.log_count("status=sent"), 1, "{}", gateway.log());
+    // The sink records the message before it replies; the gateway logs
+    // status=sent after the reply.
+    wait_for("the gateway's delivery line", || {
+        gateway.log_count("status=sent") == 1
+    });
     let parsed = parse(&bounce.data);
     assert_eq!(parsed.content_type, "multipart/report");
     assert_eq!(parsed.parts[1], "message/global-delivery-status");
