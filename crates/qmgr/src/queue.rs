@@ -1,6 +1,7 @@
-//! The queue manager's core: imports queue files into the index, fills the
-//! active queue from what is due, turns agents' results into index updates,
-//! retries, bounces and notices, and carries out operators' changes.
+//! The queue manager's core, its IO: imports queue files into the index,
+//! fills the active queue from what is due, and records agents' results as
+//! `crate::outcome` decides them (retries, bounces, notices). The
+//! operators' changes are in `operator.rs`.
 //!
 //! # Must never
 //! Mark a recipient bounced before its notice is committed to the spool,
@@ -12,12 +13,13 @@
 //! from the files on restart). A queue file that cannot be read is moved to
 //! `corrupt/` by the spool and logged here; the queue manager carries on.
 
+mod operator;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_config::Config;
 use sluice_ipc::delivery::{self, Handoff, Outcome, RecipientResult};
-use sluice_ipc::qmgr::{Action, Target};
 use sluice_spool::{QueueFile, QueueId, Spool};
 
 use crate::notices::Notices;
@@ -25,7 +27,7 @@ use crate::outcome::{self, ms, Input};
 use crate::route;
 use crate::scheduler::{Destination, Job, Scheduler};
 use sluice_cleanup::notice::Kind;
-use sluice_index::{Index, NewMessage, NewRecipient, State, Update};
+use sluice_index::{Index, NewMessage, NewRecipient, Update};
 
 /// Most recipients held in the active queue at once (Postfix's
 /// `qmgr_message_active_limit` plays the same part).
@@ -549,129 +551,6 @@ impl Queue {
     /// waits.
     pub(crate) fn next_due(&self, transport: delivery::Transport) -> anyhow::Result<Option<i64>> {
         Ok(self.index.next_due(transport_name(transport))?)
-    }
-
-    /// ETRN: deferred mail for `domain` is due now.
-    pub(crate) fn etrn(&mut self, domain: &str) -> anyhow::Result<u64> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let ids = self.index.in_domain(&domain)?;
-        self.index.make_due(&ids, Some(&domain), now_ms())?;
-        // Only the named domain's next hop is revived: other destinations
-        // keep their back-off (issue 9 defect 6).
-        let route = route::resolve(&self.config, &format!("postmaster@{domain}"));
-        self.scheduler.unsuspend(&Destination {
-            transport: route.transport.to_owned(),
-            next_hop: route.next_hop,
-        });
-        Ok(ids.len() as u64)
-    }
-
-    /// An operator's change; returns how many messages it touched.
-    pub(crate) fn change(&mut self, action: Action, target: &Target) -> anyhow::Result<u64> {
-        let ids = self.select(target)?;
-        let now = now_ms();
-        match action {
-            Action::Flush => {
-                let domain = match target {
-                    Target::Domain(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                };
-                self.index.make_due(&ids, domain.as_deref(), now)?;
-                self.scheduler.unsuspend_all();
-            }
-            Action::Hold => {
-                // The spool's marker first: it is what survives the index.
-                for id in &ids {
-                    if let Ok(qid) = id.parse::<QueueId>() {
-                        self.spool.set_hold(qid, true)?;
-                    }
-                }
-                self.index.set_hold(&ids, true)?;
-                for id in &ids {
-                    self.unqueue(id, now)?;
-                }
-            }
-            Action::Release => {
-                for id in &ids {
-                    if let Ok(qid) = id.parse::<QueueId>() {
-                        self.spool.set_hold(qid, false)?;
-                    }
-                }
-                self.index.set_hold(&ids, false)?;
-                self.index.make_due(&ids, None, now)?;
-            }
-            Action::Requeue => {
-                for id in &ids {
-                    self.unqueue(id, now)?;
-                    for (index, address) in self.index.waiting(id)? {
-                        let route = route::resolve(&self.config, &address);
-                        self.index
-                            .reroute(id, index, route.transport, &route.next_hop)?;
-                    }
-                }
-                self.index.make_due(&ids, None, now)?;
-            }
-            Action::Delete => {
-                for id in &ids {
-                    self.scheduler.remove_message(id);
-                    self.in_flight.retain(|_, j| &j.message_id != id);
-                    if let Ok(qid) = id.parse::<QueueId>() {
-                        if let Err(e) = self.spool.remove(qid) {
-                            if !e.is_not_found() {
-                                log::warn!("{id}: cannot remove the queue file: {e}");
-                                continue;
-                            }
-                        }
-                    }
-                    if let Ok(qid) = id.parse::<QueueId>() {
-                        if let Err(e) = self.spool.set_hold(qid, false) {
-                            log::warn!("{id}: cannot remove the hold marker: {e}");
-                        }
-                    }
-                    self.index.forget(id)?;
-                    log::info!("{id}: removed by the operator");
-                }
-            }
-        }
-        Ok(ids.len() as u64)
-    }
-
-    /// Message IDs matching an operator's target.
-    fn select(&self, target: &Target) -> anyhow::Result<Vec<String>> {
-        Ok(match target {
-            Target::All => self.index.ids()?.into_iter().collect(),
-            Target::Ids(ids) => {
-                let mut out = Vec::new();
-                for id in ids {
-                    if self.index.contains(id)? {
-                        out.push(id.clone());
-                    }
-                }
-                out
-            }
-            Target::Domain(domain) => self
-                .index
-                .in_domain(domain.trim_end_matches('.').to_ascii_lowercase().as_str())?,
-        })
-    }
-
-    /// Takes a message's jobs out of the active queue (hold, requeue); its
-    /// recipients wait in the index again.
-    fn unqueue(&mut self, message_id: &str, now: i64) -> anyhow::Result<()> {
-        for job in self.scheduler.remove_message(message_id) {
-            let updates: Vec<Update<'_>> = job
-                .recipients
-                .iter()
-                .map(|(index, _)| Update {
-                    index: *index,
-                    state: State::Deferred,
-                    next_attempt_ms: now,
-                    error: None,
-                })
-                .collect();
-            self.index.record(message_id, &updates, false)?;
-        }
-        Ok(())
     }
 }
 
