@@ -235,6 +235,30 @@ fn success_reports_follow_the_next_hop_and_failures_follow_notify() {
     assert_eq!(mailbox.len(), 1);
 }
 
+/// A Sluice relaying plain.test to a server that refuses every recipient,
+/// and sender.test to `sender_route`, with one message from
+/// `jörg@sender.test` (SMTPUTF8) to `x@plain.test` (with `rcpt_params`)
+/// sent through it: its bounce goes to the UTF-8 sender.
+fn bounce_to_utf8_sender(sender_route: &str, rcpt_params: &str) -> (Sink, Instance) {
+    let refusing = Sink::start("127.0.0.1");
+    refusing.on_rcpt(|_| "550 5.1.1 no such user".to_owned());
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"plain.test\"],\n    \
+         routes: {{ \"plain.test\": \"{}\", \"sender.test\": \"{sender_route}\" }},\n    \
+         queue: ( retry_min: \"1s\", retry_max: \"2s\" ),",
+        refusing.route(),
+    ));
+    let addr = sluice.start();
+    let data = b"From: j\xc3\xb6rg@sender.test\r\nTo: x@plain.test\r\nSubject: utf8 bounce\r\n\r\nhallo\r\n";
+    send(
+        addr,
+        "<j\u{f6}rg@sender.test> SMTPUTF8",
+        &[format!("<x@plain.test> {rcpt_params}").trim_end()],
+        data,
+    );
+    (refusing, sluice)
+}
+
 #[test]
 fn a_bounce_to_a_utf8_sender_carries_smtputf8_and_a_second_sluice_takes_it() {
     // The sender's gateway: a second Sluice that relays sender.test on.
@@ -244,22 +268,9 @@ fn a_bounce_to_a_utf8_sender_carries_smtputf8_and_a_second_sluice_takes_it() {
         sender_domain.route()
     ));
     let gateway_addr = gateway.start();
-    let refusing = Sink::start("127.0.0.1");
-    refusing.on_rcpt(|_| "550 5.1.1 no such user".to_owned());
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"plain.test\"],\n    \
-         routes: {{ \"plain.test\": \"{}\", \"sender.test\": \"[127.0.0.1]:{}\" }},\n    \
-         queue: ( retry_min: \"1s\", retry_max: \"2s\" ),",
-        refusing.route(),
-        gateway_addr.port()
-    ));
-    let addr = sluice.start();
-    let data = b"From: j\xc3\xb6rg@sender.test\r\nTo: x@plain.test\r\nSubject: utf8 bounce\r\n\r\nhallo\r\n";
-    send(
-        addr,
-        "<j\u{f6}rg@sender.test> SMTPUTF8",
-        &["<x@plain.test> ORCPT=rfc822;x@plain.test"],
-        data,
+    let (_refusing, sluice) = bounce_to_utf8_sender(
+        &format!("[127.0.0.1]:{}", gateway_addr.port()),
+        "ORCPT=rfc822;x@plain.test",
     );
     wait_for("the bounce at the sender's domain", || {
         sender_domain.count() == 1
@@ -303,23 +314,7 @@ fn a_bounce_to_a_utf8_sender_behind_a_hop_without_smtputf8_is_logged_and_never_l
     // RFC 6531 §3.2: the notice cannot go to a server without SMTPUTF8.
     let sender_domain = Sink::start("127.0.0.1");
     sender_domain.offer_smtputf8(false);
-    let refusing = Sink::start("127.0.0.1");
-    refusing.on_rcpt(|_| "550 5.1.1 no such user".to_owned());
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"plain.test\"],\n    \
-         routes: {{ \"plain.test\": \"{}\", \"sender.test\": \"{}\" }},\n    \
-         queue: ( retry_min: \"1s\", retry_max: \"2s\" ),",
-        refusing.route(),
-        sender_domain.route()
-    ));
-    let addr = sluice.start();
-    let data = b"From: j\xc3\xb6rg@sender.test\r\nTo: x@plain.test\r\nSubject: no utf8 hop\r\n\r\nhallo\r\n";
-    send(
-        addr,
-        "<j\u{f6}rg@sender.test> SMTPUTF8",
-        &["<x@plain.test>"],
-        data,
-    );
+    let (_refusing, sluice) = bounce_to_utf8_sender(&sender_domain.route(), "");
     // The notice fails for good (5.6.7; the log shows `?` for what is not
     // ASCII) and, being from <>, goes to the
     // postmaster: once, and never back to the sender.
