@@ -24,9 +24,14 @@
 //! what is still undelivered after `queue.lifetime` is bounced. Bounces
 //! produce one RFC 3464 notice per message per event, from `<>`, honouring
 //! NOTIFY and RET; an optional delay notice goes out after
-//! `queue.delay_warning`. Mail from `<>` never causes another notice: a
+//! `queue.delay_warning`. A success report (NOTIFY=SUCCESS) says
+//! `delivered` for a mailbox or LMTP and `relayed` for a next hop without
+//! DSN; a next hop that offered DSN took the duty, and Sluice sends none
+//! (RFC 3461 §5.2). A notice to a UTF-8 address is an RFC 6533 report,
+//! queued with SMTPUTF8. Mail from `<>` never causes another notice: a
 //! notice that cannot be delivered goes to the postmaster, once, and a
-//! postmaster notice that fails is dropped with a log line.
+//! postmaster notice that fails is dropped with a log line. An operator's
+//! hold is kept in `spool_dir/hold/` and survives an index rebuild.
 //!
 //! # Security
 //! Runs as the unprivileged `user`. Hostile inputs: frames on its sockets
