@@ -112,3 +112,42 @@ fn bare_cr_and_nul_never_leave_as_they_came() {
         assert!(text.ends_with("\r\n.\r\nafter\r\n"), "{text:?}");
     }
 }
+
+/// Issue 9 defect 13: a message that already has `hopcount_limit` (50 by
+/// default) `Received:` fields is a relay loop: refused at the end of DATA
+/// with `554 5.4.6`; one hop fewer is accepted and relayed.
+#[test]
+fn a_relay_loop_ends_at_the_hop_count_limit() {
+    let sink = Sink::start("127.0.0.1");
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},",
+        sink.route()
+    ));
+    let addr = sluice.start();
+    let send = |hops: usize, subject: &str| {
+        let mut smtp = Raw::connect(addr);
+        assert!(smtp.command("EHLO client.test").starts_with("250"));
+        assert!(smtp.command("MAIL FROM:<a@client.test>").starts_with("250"));
+        assert!(smtp.command("RCPT TO:<rcpt@relay.test>").starts_with("250"));
+        assert!(smtp.command("DATA").starts_with("354"));
+        let mut message = String::new();
+        for i in 0..hops {
+            message.push_str(&format!("Received: from hop{i} by hop{}\r\n", i + 1));
+        }
+        message.push_str(&format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n"));
+        smtp.send(message.as_bytes());
+        smtp.reply()
+    };
+    let refused = send(50, "looping");
+    assert!(refused.starts_with("554 5.4.6 "), "{refused}");
+    let accepted = send(49, "not-yet");
+    assert!(accepted.starts_with("250"), "{accepted}");
+    wait_for("the accepted message at the sink", || sink.count() == 1);
+    let text = String::from_utf8_lossy(&sink.messages()[0].data).into_owned();
+    assert!(text.contains("Subject: not-yet"), "{text}");
+    assert_eq!(text.matches("Received: ").count(), 50, "ours added");
+    assert_eq!(
+        sluice.log_count("refused by cleanup: too many hops (50 Received: header fields)"),
+        1
+    );
+}

@@ -146,6 +146,27 @@ impl Header {
     }
 }
 
+/// How many fields named `name` (any case) the header section of CRLF
+/// `content` has, without copying it (a message may be large).
+pub(crate) fn count_fields(content: &[u8], name: &str) -> usize {
+    let mut count = 0;
+    for line in content.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            continue;
+        }
+        match field_name(line) {
+            Some(n) if n.eq_ignore_ascii_case(name) => count += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    count
+}
+
 /// Text for a header field: printable ASCII only, so it can neither fold
 /// nor end the header; anything else becomes `?`.
 pub fn header_safe(s: &str) -> String {
@@ -191,6 +212,17 @@ mod tests {
         );
         let h = Header::parse(b"");
         assert_eq!(h.to_bytes(), b"\r\n".to_vec());
+    }
+
+    #[test]
+    fn fields_are_counted_in_the_header_only() {
+        let m = b"Received: a\r\n\tb\r\nreceived: c\r\nX-Received: d\r\n\r\nReceived: body\r\n";
+        assert_eq!(count_fields(m, "Received"), 2);
+        assert_eq!(
+            count_fields(b"Received: a\r\nnot a field\r\nReceived: b\r\n", "Received"),
+            1
+        );
+        assert_eq!(count_fields(b"", "Received"), 0);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! | step | `smtp` | `local` | `forward` | `notice` |
 //! |---|---|---|---|---|
+//! | [`Step::HopCount`]: refuse at `hopcount_limit` `Received:` fields ([`check`]) | yes | yes | yes | |
 //! | [`Step::CanonicalContent`]: CRLF line ends, no NUL (not `BINARYMIME`) | yes | yes | | |
 //! | [`Step::AddMissingHeaders`]: `From:`, `Date:`, `Message-ID:` | | yes | | |
 //! | [`Step::RemoveBcc`]: `Bcc:`, `Resent-Bcc:` | | yes | | |
@@ -59,6 +60,50 @@ pub use local::chose_sender;
 pub struct Settings {
     /// This host's name (`Received:`, `Message-ID:`, the warning header).
     pub hostname: String,
+    /// `hopcount_limit` (0: no limit).
+    pub hopcount_limit: usize,
+}
+
+impl Settings {
+    /// From the configuration and this host's name.
+    pub fn from_config(config: &sluice_config::Config, hostname: &str) -> Settings {
+        Settings {
+            hostname: hostname.to_owned(),
+            hopcount_limit: config.hopcount_limit,
+        }
+    }
+}
+
+/// Why the door refuses a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// It has `hopcount_limit` `Received:` fields or more: a relay loop.
+    #[error("too many hops ({0} Received: header fields)")]
+    TooManyHops(usize),
+}
+
+impl Refusal {
+    /// The enhanced status code of the refusal.
+    pub fn dsn(self) -> &'static str {
+        match self {
+            Refusal::TooManyHops(_) => "5.4.6",
+        }
+    }
+}
+
+/// The first step of the door, the one that may refuse: every caller runs
+/// it before [`clean`] and refuses the message (at end of DATA, to
+/// `corrupt/`, by a bounce or an exit code) when it fails.
+pub fn check(settings: &Settings, entry: &Entry<'_>, content: &[u8]) -> Result<(), Refusal> {
+    check_hops(settings, entry, header::count_fields(content, "Received"))
+}
+
+fn check_hops(settings: &Settings, entry: &Entry<'_>, hops: usize) -> Result<(), Refusal> {
+    let applies = steps(entry.source).contains(&Step::HopCount);
+    if applies && settings.hopcount_limit > 0 && hops >= settings.hopcount_limit {
+        return Err(Refusal::TooManyHops(hops));
+    }
+    Ok(())
 }
 
 /// A message entering the queue: the facts every step may read.
@@ -87,6 +132,9 @@ pub struct Submitter<'a> {
 /// One thing done to a message on entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Refused at `hopcount_limit` `Received:` fields (issue 9 defect 13);
+    /// run by [`check`].
+    HopCount,
     /// Bare CR and LF made CRLF, NUL bytes stripped (issue 9 defect 11).
     CanonicalContent,
     /// `From:`, `Date:`, `Message-ID:` added when missing.
@@ -114,15 +162,16 @@ impl Step {
 /// The steps that apply to a message from `source`, in order.
 pub fn steps(source: &Source) -> &'static [Step] {
     match source {
-        Source::Smtp(_) => &[Step::CanonicalContent, Step::Received],
+        Source::Smtp(_) => &[Step::HopCount, Step::CanonicalContent, Step::Received],
         Source::Local { .. } => &[
+            Step::HopCount,
             Step::CanonicalContent,
             Step::AddMissingHeaders,
             Step::RemoveBcc,
             Step::AuthenticationWarning,
             Step::Received,
         ],
-        Source::Forward { .. } => &[Step::DeliveredTo],
+        Source::Forward { .. } => &[Step::HopCount, Step::DeliveredTo],
         Source::Notice => &[],
     }
 }
@@ -193,16 +242,19 @@ pub fn clean<'c>(
     Cleaned { trace, content }
 }
 
-/// The header steps of a local submission alone, for `sluice-sendmail`,
-/// which fixes the header at submission (it knows `-F`); pickup runs them
-/// again through [`clean`], and they change nothing the second time.
+/// [`check`] and the header steps of a local submission alone, for
+/// `sluice-sendmail`, which fixes the header at submission (it knows
+/// `-F`); pickup runs them again through [`check`] and [`clean`], and they
+/// change nothing the second time.
 pub fn fix_local_header(
     settings: &Settings,
     entry: &Entry<'_>,
     who: &Submitter<'_>,
     header: &mut Header,
-) {
+) -> Result<(), Refusal> {
+    check_hops(settings, entry, header.values(&["Received"]).len())?;
     edit_header(settings, entry, who, steps(entry.source), header);
+    Ok(())
 }
 
 fn edit_header(

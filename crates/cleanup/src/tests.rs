@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 fn settings() -> Settings {
     Settings {
         hostname: "host.test".into(),
+        hopcount_limit: 3,
     }
 }
 
@@ -82,7 +83,7 @@ fn local_gets_every_fix_once_even_when_run_twice() {
     let content = b"To: bob@example.org\r\nBcc: hidden@x\r\n\r\nhi\r\n";
     // sendmail fixes the header at submission...
     let mut header = Header::parse(content);
-    fix_local_header(&settings(), &e, &who, &mut header);
+    fix_local_header(&settings(), &e, &who, &mut header).expect("two hops at most");
     let submitted = header.to_bytes();
     // ...and pickup runs the whole door on the file.
     let out = clean(&settings(), &e, &Submitter::default(), &submitted);
@@ -173,4 +174,44 @@ fn bare_cr_and_nul_are_canonical_for_smtp_and_local_only() {
     assert_eq!(&run(&forward, &env, content).content[..], content);
     env.body = sluice_proto::envelope::BodyType::BinaryMime;
     assert_eq!(&run(&smtp, &env, content).content[..], content);
+}
+
+/// Issue 9 defect 13: `hopcount_limit` Received: fields or more refuse a
+/// message from SMTP, a local submission or a forward (not a notice).
+#[test]
+fn a_relay_loop_is_refused_at_the_hop_count_limit() {
+    let env = envelope("a@example.net");
+    let two = b"Received: 1\r\nReceived: 2\r\n\tfolded\r\n\r\nReceived: body\r\n";
+    let three = b"Received: 1\r\nreceived: 2\r\nRECEIVED: 3\r\n\r\n";
+    let forward = Source::Forward {
+        recipient: "joe@host.test".into(),
+    };
+    let local = Source::Local {
+        uid: 1,
+        user: "u".into(),
+    };
+    for source in [&forward, &local] {
+        let e = entry(source, &env);
+        assert_eq!(check(&settings(), &e, two), Ok(()));
+        assert_eq!(check(&settings(), &e, three), Err(Refusal::TooManyHops(3)));
+    }
+    assert_eq!(
+        check(&settings(), &entry(&Source::Notice, &env), three),
+        Ok(())
+    );
+    let off = Settings {
+        hopcount_limit: 0,
+        ..settings()
+    };
+    assert_eq!(check(&off, &entry(&local, &env), three), Ok(()));
+    // sendmail's path counts the same.
+    let mut header = Header::parse(three);
+    let fixed = fix_local_header(
+        &settings(),
+        &entry(&local, &env),
+        &Submitter::default(),
+        &mut header,
+    );
+    assert_eq!(fixed, Err(Refusal::TooManyHops(3)));
+    assert_eq!(Refusal::TooManyHops(3).dsn(), "5.4.6");
 }

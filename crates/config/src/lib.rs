@@ -95,6 +95,11 @@ pub struct Config {
     pub local: Local,
     /// Logging.
     pub log: Log,
+    /// A message with this many `Received:` header fields or more is
+    /// refused on its way into the queue (`5.4.6 Too many hops`), as
+    /// Postfix's `hopcount_limit`: relay loops end. `0` turns the check
+    /// off. Default 50.
+    pub hopcount_limit: usize,
 }
 
 impl Default for Config {
@@ -114,6 +119,7 @@ impl Default for Config {
             queue: Queue::default(),
             local: Local::default(),
             log: Log::default(),
+            hopcount_limit: 50,
         }
     }
 }

@@ -699,6 +699,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 queue,
                 local: local_cfg,
                 log,
+                hopcount_limit: 50,
             }
         },
     )

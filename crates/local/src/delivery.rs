@@ -232,7 +232,11 @@ fn deliver_recipient(
                 crate::reinject::hint(&settings.run_dir, id);
                 sent.push(format!("forwarded as {id} to <{}>", remote.join(">, <")));
             }
-            Err(e) => {
+            Err(crate::reinject::ForwardError::Refused(refusal)) => {
+                let reason = format!("cannot forward: {refusal}");
+                return result(index, Outcome::Bounced, refusal.dsn(), &reason);
+            }
+            Err(crate::reinject::ForwardError::Failed(e)) => {
                 let reason = format!("cannot queue the forwarded copy: {e}");
                 return result(index, Outcome::Deferred, "4.3.0", &reason);
             }

@@ -134,9 +134,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         spool: sluice_spool::Spool::new(&config.spool_dir),
         run_dir: config.run_dir.clone(),
         spool_owner,
-        cleanup: sluice_cleanup::Settings {
-            hostname: config.hostname_or(&sluice_daemon::system_hostname()),
-        },
+        cleanup: sluice_cleanup::Settings::from_config(
+            &config,
+            &config.hostname_or(&sluice_daemon::system_hostname()),
+        ),
         mailbox: config.local.mailbox.clone(),
         virtual_owner: config.local.virtual_owner.clone(),
         command_user: config.local.command_user.clone(),

@@ -68,6 +68,15 @@ impl Drop for AsOwner {
     }
 }
 
+/// Why a forward was not queued.
+#[derive(Debug)]
+pub(crate) enum ForwardError {
+    /// Cleanup refused it (a relay loop): the recipient bounces.
+    Refused(sluice_cleanup::Refusal),
+    /// It could not be written now: the recipient is deferred.
+    Failed(String),
+}
+
 /// Queues `file`'s content again for `addresses`, from the same sender,
 /// as forwarded for `original`. Returns the new queue ID.
 pub(crate) fn forward(
@@ -75,7 +84,7 @@ pub(crate) fn forward(
     file: &QueueFile,
     original: &Recipient,
     addresses: &[String],
-) -> Result<QueueId, String> {
+) -> Result<QueueId, ForwardError> {
     let envelope = Envelope {
         recipients: addresses
             .iter()
@@ -99,6 +108,8 @@ pub(crate) fn forward(
         source: &source,
         envelope: &envelope,
     };
+    sluice_cleanup::check(&settings.cleanup, &entry, &file.content)
+        .map_err(ForwardError::Refused)?;
     let cleaned = sluice_cleanup::clean(
         &settings.cleanup,
         &entry,
@@ -113,8 +124,11 @@ pub(crate) fn forward(
         envelope: &envelope,
         content: &cleaned.pieces(),
     };
-    let _as_owner = AsOwner::new(settings.spool_owner)?;
-    settings.spool.commit(&message).map_err(|e| e.to_string())?;
+    let _as_owner = AsOwner::new(settings.spool_owner).map_err(ForwardError::Failed)?;
+    settings
+        .spool
+        .commit(&message)
+        .map_err(|e| ForwardError::Failed(e.to_string()))?;
     Ok(id)
 }
 

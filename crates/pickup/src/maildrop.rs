@@ -54,8 +54,8 @@ const HEADER_ALLOWANCE: u64 = 1 << 20;
 /// What pickup needs to know of the configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// This host's name (for `Received:` and the warning header).
-    pub(crate) hostname: String,
+    /// Cleanup's settings (this host's name, the hop count limit).
+    pub(crate) cleanup: sluice_cleanup::Settings,
     /// Largest maildrop file read, in bytes.
     pub(crate) max_file_size: u64,
     /// `local.restrict_sender`.
@@ -71,7 +71,7 @@ impl Settings {
             .flatten()
             .map(|u| u.gid.as_raw());
         Settings {
-            hostname: hostname.to_owned(),
+            cleanup: sluice_cleanup::Settings::from_config(config, hostname),
             max_file_size: config
                 .smtpd
                 .max_message_size
@@ -222,12 +222,10 @@ fn pickup_one(
         .check()
         .map_err(|e| Refusal::Corrupt(e.to_string()))?;
     let trusted = is_trusted(owner, settings.trusted_gid);
-    let cleanup = sluice_cleanup::Settings {
-        hostname: settings.hostname.clone(),
-    };
+    let cleanup = &settings.cleanup;
     if settings.restrict_sender
         && !trusted
-        && sluice_cleanup::chose_sender(&cleanup, &real_user, &envelope.sender)
+        && sluice_cleanup::chose_sender(cleanup, &real_user, &envelope.sender)
     {
         return Err(Refusal::Corrupt(format!(
             "sender <{}> chosen by untrusted user {real_user} while local.restrict_sender is on",
@@ -254,7 +252,9 @@ fn pickup_one(
         trusted,
         full_name: None,
     };
-    let cleaned = sluice_cleanup::clean(&cleanup, &entry, &who, &queue_file.content);
+    sluice_cleanup::check(cleanup, &entry, &queue_file.content)
+        .map_err(|e| Refusal::Corrupt(e.to_string()))?;
+    let cleaned = sluice_cleanup::clean(cleanup, &entry, &who, &queue_file.content);
     let content = cleaned.pieces();
     let message = Message {
         id,

@@ -195,6 +195,10 @@ pub fn queued(queue_id: &str) -> Reply {
 pub fn queue_write_error() -> Reply {
     Reply::new(451, e(4, 3, 0), "Error: queue file write error")
 }
+/// `554 5.4.6 Too many hops` when cleanup refuses a relay loop.
+pub fn too_many_hops() -> Reply {
+    Reply::new(554, e(5, 4, 6), "Error: too many hops")
+}
 /// `221 2.0.0 Bye` to QUIT.
 pub fn bye() -> Reply {
     Reply::new(221, e(2, 0, 0), "Bye")

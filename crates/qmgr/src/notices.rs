@@ -33,9 +33,7 @@ impl Notices {
             .map_or(hostname, String::as_str);
         Notices {
             hostname: hostname.to_owned(),
-            cleanup: sluice_cleanup::Settings {
-                hostname: hostname.to_owned(),
-            },
+            cleanup: sluice_cleanup::Settings::from_config(config, hostname),
             postmaster: format!("postmaster@{domain}"),
             lifetime: config.queue.lifetime,
         }

@@ -110,7 +110,7 @@ fn queue(
     envelope.sender = ctx.sender(chosen.as_deref())?;
     let id = QueueId::generate();
     let mut header = Header::parse(content);
-    ctx.fix_header(&mut header, &envelope, None, id, SystemTime::now());
+    ctx.fix_header(&mut header, &envelope, None, id, SystemTime::now())?;
     let content = header.to_bytes();
     ctx.commit(id, &envelope, &content)?;
     Ok(id)
@@ -138,6 +138,7 @@ mod tests {
             spool: spool.clone(),
             run_dir: dir.path().join("run"),
             restrict_sender: false,
+            hopcount_limit: 50,
             max_size: 1 << 20,
             verbose: false,
         };

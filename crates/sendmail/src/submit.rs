@@ -79,6 +79,7 @@ pub(crate) struct Context {
     pub(crate) spool: Spool,
     pub(crate) run_dir: std::path::PathBuf,
     pub(crate) restrict_sender: bool,
+    pub(crate) hopcount_limit: usize,
     pub(crate) max_size: u64,
     pub(crate) verbose: bool,
 }
@@ -138,7 +139,8 @@ impl Context {
 
     /// Cleanup's header fixes of a local submission (the missing `From:`,
     /// `Date:`, `Message-ID:`, `Bcc:` removed, the warning of an untrusted
-    /// chosen sender); pickup runs them again on the file.
+    /// chosen sender); pickup runs them again on the file. Refused (65)
+    /// past `hopcount_limit` `Received:` fields.
     pub(crate) fn fix_header(
         &self,
         header: &mut Header,
@@ -146,7 +148,7 @@ impl Context {
         full_name: Option<&str>,
         id: QueueId,
         now: SystemTime,
-    ) {
+    ) -> Result<(), Failure> {
         let source = self.source();
         let entry = sluice_cleanup::Entry {
             id,
@@ -160,8 +162,10 @@ impl Context {
         };
         let settings = sluice_cleanup::Settings {
             hostname: self.hostname.clone(),
+            hopcount_limit: self.hopcount_limit,
         };
-        sluice_cleanup::fix_local_header(&settings, &entry, &who, header);
+        sluice_cleanup::fix_local_header(&settings, &entry, &who, header)
+            .map_err(|e| Failure::new(EX_DATAERR, format!("{} {e}", e.dsn())))
     }
 
     /// The queue file's source: this user, by the real uid.
@@ -284,7 +288,7 @@ pub(crate) fn deliver(
         options.full_name.as_deref(),
         id,
         SystemTime::now(),
-    );
+    )?;
     let content = header.to_bytes();
     envelope.body = body_type(options.body.as_deref(), &content)?;
     ctx.commit(id, &envelope, &content)?;
@@ -365,6 +369,7 @@ mod tests {
             spool,
             run_dir: dir.path().join("run"),
             restrict_sender: restrict,
+            hopcount_limit: 50,
             max_size: 1 << 20,
             verbose: false,
         };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Token, Waker};
-use sluice_cleanup::{Cleaned, Entry, Settings, Submitter};
+use sluice_cleanup::{Cleaned, Entry, Refusal, Settings, Submitter};
 use sluice_proto::envelope::{Client, Envelope};
 use sluice_proto::server::{Commit, CommitAnswer};
 use sluice_spool::{Message, QueueId, Source, Spool};
@@ -56,7 +56,15 @@ struct Done {
     id: QueueId,
     client: Client,
     /// `Ok` only when the file and its directory entry are on disk.
-    result: Result<(), String>,
+    result: Result<(), Failure>,
+}
+
+/// Why a message was not committed.
+enum Failure {
+    /// Cleanup refused it.
+    Refused(Refusal),
+    /// The spool could not write it.
+    Write(String),
 }
 
 /// A commit the thread finished.
@@ -132,9 +140,15 @@ impl Committer {
                     log::info!("{line}");
                     CommitAnswer::Queued { queue_id }
                 }
-                Err(e) => {
+                Err(Failure::Write(e)) => {
                     log::error!("{queue_id}: queue file write error: {e}");
                     CommitAnswer::TempFail
+                }
+                Err(Failure::Refused(refusal)) => {
+                    log::info!("{queue_id}: refused by cleanup: {refusal}");
+                    match refusal {
+                        Refusal::TooManyHops(_) => CommitAnswer::TooManyHops,
+                    }
                 }
             };
             let token = Some(done.token).filter(|t| self.asks.take(*t, done.ask));
@@ -163,7 +177,8 @@ fn run(
             .iter()
             .map(|r| Source::Smtp(r.client.clone()))
             .collect();
-        let cleaned: Vec<Cleaned<'_>> = batch
+        // The door: a refused message is answered, the others cleaned.
+        let cleaned: Vec<Result<Cleaned<'_>, Refusal>> = batch
             .iter()
             .zip(&sources)
             .map(|(r, source)| {
@@ -173,33 +188,54 @@ fn run(
                     source,
                     envelope: &r.envelope,
                 };
-                sluice_cleanup::clean(cleanup, &entry, &Submitter::default(), &r.content)
+                sluice_cleanup::check(cleanup, &entry, &r.content)?;
+                Ok(sluice_cleanup::clean(
+                    cleanup,
+                    &entry,
+                    &Submitter::default(),
+                    &r.content,
+                ))
             })
             .collect();
-        let pieces: Vec<[&[u8]; 2]> = cleaned.iter().map(Cleaned::pieces).collect();
+        let refusals: Vec<Option<Refusal>> =
+            cleaned.iter().map(|c| c.as_ref().err().copied()).collect();
+        let pieces: Vec<Option<[&[u8]; 2]>> = cleaned
+            .iter()
+            .map(|c| c.as_ref().ok().map(Cleaned::pieces))
+            .collect();
         let messages: Vec<Message<'_>> = batch
             .iter()
             .zip(&sources)
             .zip(&pieces)
-            .map(|((r, source), pieces)| Message {
-                id: r.id,
-                arrival: r.arrival,
-                source,
-                envelope: &r.envelope,
-                content: pieces,
+            .filter_map(|((r, source), pieces)| {
+                pieces.as_ref().map(|content| Message {
+                    id: r.id,
+                    arrival: r.arrival,
+                    source,
+                    envelope: &r.envelope,
+                    content,
+                })
             })
             .collect();
-        let results = spool.commit_batch(&messages);
+        let mut written = spool.commit_batch(&messages).into_iter();
         drop(messages);
         drop(pieces);
         drop(cleaned);
-        for (request, result) in batch.into_iter().zip(results) {
+        for (request, refusal) in batch.into_iter().zip(refusals) {
+            let result = match refusal {
+                Some(refusal) => Err(Failure::Refused(refusal)),
+                None => match written.next() {
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => Err(Failure::Write(e.to_string())),
+                    None => Err(Failure::Write("no result from the spool".into())),
+                },
+            };
             let done = Done {
                 token: request.token,
                 ask: request.ask,
                 id: request.id,
                 client: request.client,
-                result: result.map(|_| ()).map_err(|e| e.to_string()),
+                result,
             };
             if outgoing.send(done).is_err() {
                 return;

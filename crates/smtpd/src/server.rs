@@ -87,9 +87,7 @@ impl Server {
             session_config: Arc::new(settings::session_config(&config, &hostname)),
             committer: Committer::start(
                 Spool::new(&config.spool_dir),
-                sluice_cleanup::Settings {
-                    hostname: hostname.clone(),
-                },
+                sluice_cleanup::Settings::from_config(&config, &hostname),
                 Arc::clone(&waker),
             )?,
             recipients: Recipients::start(directory, waker)?,

@@ -12,7 +12,10 @@ fn spool() -> (tempfile::TempDir, Spool) {
 
 fn settings() -> Settings {
     Settings {
-        hostname: "mx.test".into(),
+        cleanup: sluice_cleanup::Settings {
+            hostname: "mx.test".into(),
+            hopcount_limit: 50,
+        },
         max_file_size: 4096,
         restrict_sender: false,
         trusted_gid: None,

@@ -224,6 +224,7 @@ impl Session {
         let r = match answer {
             CommitAnswer::Queued { queue_id } => reply::queued(&queue_id),
             CommitAnswer::TempFail => reply::queue_write_error(),
+            CommitAnswer::TooManyHops => reply::too_many_hops(),
         };
         self.stage = "END-OF-MESSAGE";
         // A failed disk write is not the client's error.

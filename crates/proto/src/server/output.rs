@@ -135,6 +135,8 @@ pub enum CommitAnswer {
     },
     /// It is not: `451 4.3.0 Error: queue file write error`.
     TempFail,
+    /// Cleanup refused it as a relay loop: `554 5.4.6 Error: too many hops`.
+    TooManyHops,
 }
 
 /// The answer to an [`Ask::Etrn`].
