@@ -39,7 +39,6 @@
 mod maildrop;
 
 use std::io::ErrorKind;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -48,6 +47,7 @@ use mio::net::UnixListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use sluice_ipc::client::Hinter;
 use sluice_spool::{QueueId, Spool};
 
 const SIGNALS: Token = Token(0);
@@ -91,10 +91,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .register(&mut listener, WAKE, Interest::READABLE)?;
     let mut events = Events::with_capacity(64);
     let mut next_look = Instant::now();
+    let mut hinter = Hinter::new(sluice_ipc::qmgr::socket(&config.run_dir));
     loop {
         if Instant::now() >= next_look {
             let ids = maildrop::pickup_all(&spool, &settings);
-            hint_qmgr(&config.run_dir, &ids);
+            hint_qmgr(&mut hinter, &ids);
             next_look = Instant::now() + LOOK_EVERY;
         }
         let wait = next_look.saturating_duration_since(Instant::now());
@@ -134,11 +135,12 @@ fn drain(listener: &UnixListener) {
     }
 }
 
-/// Tells the queue manager about the new queue files. Never waits:
-/// when the queue manager is down or slow the files stay, and its scan of
-/// `queue/` finds them.
-fn hint_qmgr(run_dir: &Path, ids: &[QueueId]) {
-    let mut hinter = sluice_ipc::client::Hinter::new(sluice_ipc::qmgr::socket(run_dir));
+/// Tells the queue manager about the new queue files, on one connection
+/// kept open (as smtpd's: a connection closed right after its frames can
+/// lose them to the queue manager's greeting). Never waits: when the queue
+/// manager is down or slow the files stay, and its scan of `queue/` finds
+/// them.
+fn hint_qmgr(hinter: &mut Hinter, ids: &[QueueId]) {
     for id in ids {
         let request = sluice_ipc::qmgr::Request::NewMail {
             queue_id: id.to_string(),
