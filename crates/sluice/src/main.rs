@@ -2,7 +2,7 @@
 //!
 //! # Synopsis
 //! `sluice [--config FILE] check [--print]`
-//! `sluice [--config FILE] start | stop | reload | status`
+//! `sluice [--config FILE] start | stop | reload | status | set-permissions`
 //!
 //! # Description
 //! - `check` validates the configuration (every error names the file, the
@@ -16,6 +16,10 @@
 //!   socket exists, else to `run_dir/sluice.log`.
 //! - `stop` sends SIGTERM to the master and waits for it to finish.
 //! - `reload` sends SIGHUP: the master re-reads the configuration.
+//! - `set-permissions` creates the spool's directories and sets their
+//!   owners (the configured `user`, when run as root) and modes, as the
+//!   master does at start; the package runs it at install, so that
+//!   `sendmail` works before the first start.
 //! - `status` says whether the master runs and where it listens, and names
 //!   any daemon still running after its master died.
 //!
@@ -84,6 +88,9 @@ enum Verb {
     Reload,
     /// Say whether Sluice runs, and where it listens.
     Status,
+    /// Create the spool's directories and set their owners and modes, as
+    /// the master does at start (the package runs this at install).
+    SetPermissions,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
             println!("sluice: asked sluice-master (pid {pid}) to reload");
         }),
         Verb::Status => return status(&args.config, &config),
+        Verb::SetPermissions => set_permissions(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,7 +140,11 @@ fn check(path: &Path, config: &Config, print: bool) -> Result<(), String> {
         }
     }
     let spool = sluice_spool::Spool::new(&config.spool_dir);
-    problems.extend(spool.check_layout());
+    let layout = spool.check_layout();
+    if !layout.is_empty() {
+        problems.extend(layout);
+        problems.push("fix the spool with: sluice set-permissions".to_owned());
+    }
     // Bad lines of the aliases file and the virtual map (each names its
     // file and line); the daemons skip them and deliver the rest.
     let recipients = sluice_mailbox::Directory::new(sluice_mailbox::Settings::from_config(config));
@@ -166,6 +178,23 @@ fn check(path: &Path, config: &Config, print: bool) -> Result<(), String> {
         }
         Err(format!("{} problem(s) found", problems.len()))
     }
+}
+
+/// Creates the spool layout with the owner the daemons run as (when root).
+fn set_permissions(config: &Config) -> Result<(), String> {
+    let owner = if sluice_daemon::is_root() {
+        Some(sluice_daemon::lookup_user(&config.user).map_err(|e| format!("key user: {e}"))?)
+    } else {
+        None
+    };
+    sluice_spool::Spool::new(&config.spool_dir)
+        .create_layout(owner)
+        .map_err(|e| format!("spool_dir {}: {e}", config.spool_dir.display()))?;
+    println!(
+        "sluice: spool {} has its directories, owners and modes",
+        config.spool_dir.display()
+    );
+    Ok(())
 }
 
 /// The master's pid from `run_dir/master.pid`, if a master holds the
