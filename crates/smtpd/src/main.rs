@@ -21,6 +21,16 @@
 //! socket exists; a lost hint costs latency, never mail (the queue manager
 //! also scans `queue/`).
 //!
+//! Nothing on the loop waits on another process or on NSS: the machine's
+//! asks go to answerers (`server/routing.rs`): the checks of each stage, in
+//! the order `checks.rs` lists (the per-client count of `sluice-anvil` at
+//! connect, the local-recipient lookup at RCPT, which runs on its own
+//! thread with a short cache), the commit thread, and the queue manager
+//! (ETRN's flush is sent without waiting: `250` once it is on its way,
+//! five per session). Every ask has a deadline and a default answer
+//! (`asks.rs`); every connection has a deadline too, so that a client that
+//! stops reading loses its slot when its session times out.
+//!
 //! On SIGTERM it stops accepting, tells idle clients `421 4.3.2`, lets
 //! transactions in flight finish for up to `smtpd.stop_timeout`, and exits.
 //!
