@@ -293,6 +293,44 @@ fn combine_addresses(
     }))
 }
 
+/// Everything the resolver does with the bytes of a reply, without IO,
+/// for the fuzz target `dns_reply`: the bytes are checked as an answer to
+/// the question they carry themselves (so that hostile records get past
+/// the match and are read), and also to a fixed MX question with their own
+/// ID (the truncation and mismatch paths); then the records are read as
+/// the resolver reads them. Returns the MX and address records found.
+#[doc(hidden)]
+pub fn read_reply_bytes(bytes: &[u8]) -> (Vec<(u16, String)>, Vec<IpAddr>) {
+    use hickory_proto::op::Message;
+    let id = bytes
+        .first_chunk::<2>()
+        .map_or(0, |b| u16::from_be_bytes(*b));
+    let fixed = message::Question {
+        id,
+        name: Name::from_ascii("example.test.").unwrap_or_default(),
+        rtype: RecordType::MX,
+    };
+    let _ = message::check_reply(&fixed, bytes);
+    let Ok(decoded) = Message::from_vec(bytes) else {
+        return (Vec::new(), Vec::new());
+    };
+    let Some(query) = decoded.queries.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let own = message::Question {
+        id: decoded.metadata.id,
+        name: query.name.clone(),
+        rtype: query.query_type,
+    };
+    match message::check_reply(&own, bytes) {
+        Ok(message::Reply::Answer(answer)) => match read_answer(&answer, &own.name, own.rtype, 0) {
+            Says::Records(records) => (message::mx_records(&records), message::addresses(&records)),
+            _ => (Vec::new(), Vec::new()),
+        },
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

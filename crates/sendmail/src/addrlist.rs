@@ -20,7 +20,7 @@
 
 /// Why an address list did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ListError {
+pub enum ListError {
     /// A quoted string, comment, domain literal or angle address that does
     /// not end.
     #[error("unterminated {0}")]
@@ -125,7 +125,7 @@ fn tokenize(s: &str) -> Result<Vec<Token>, ListError> {
 /// The addr-specs of an address list, in order. `Joe <joe@x>` gives
 /// `joe@x`; `a@x (Comment), "b c"@y` gives `a@x` and `"b c"@y`; a bare
 /// `user` gives `user` (qualifying it is the caller's choice).
-pub(crate) fn parse(list: &str) -> Result<Vec<String>, ListError> {
+pub fn parse(list: &str) -> Result<Vec<String>, ListError> {
     let tokens = tokenize(list)?;
     let mut out = Vec::new();
     // Tokens of the current mailbox (outside angle brackets).

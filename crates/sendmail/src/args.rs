@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 /// What the invocation asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// Read a message on stdin and submit it (`-bm`, the default).
     #[default]
     Deliver,
@@ -37,37 +37,37 @@ pub(crate) enum Mode {
 
 /// The parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Options {
+pub struct Options {
     /// What to do.
-    pub(crate) mode: Mode,
+    pub mode: Mode,
     /// `-f` / `-r`: the envelope sender, as given.
-    pub(crate) sender: Option<String>,
+    pub sender: Option<String>,
     /// `-F`: the full name for a `From:` header that is added.
-    pub(crate) full_name: Option<String>,
+    pub full_name: Option<String>,
     /// `-t`: recipients from To/Cc/Bcc as well.
-    pub(crate) extract: bool,
+    pub extract: bool,
     /// `-i` / `-oi`: a line with a single `.` does not end the message.
-    pub(crate) ignore_dots: bool,
+    pub ignore_dots: bool,
     /// `-N`: DSN NOTIFY, as given.
-    pub(crate) notify: Option<String>,
+    pub notify: Option<String>,
     /// `-R`: DSN RET, as given.
-    pub(crate) ret: Option<String>,
+    pub ret: Option<String>,
     /// `-V`: DSN ENVID.
-    pub(crate) envid: Option<String>,
+    pub envid: Option<String>,
     /// `-B`: the body type, as given.
-    pub(crate) body: Option<String>,
+    pub body: Option<String>,
     /// `-v`: say what was done on stderr.
-    pub(crate) verbose: bool,
+    pub verbose: bool,
     /// `-C FILE` / `--config FILE`.
-    pub(crate) config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Recipients on the command line, as given.
-    pub(crate) recipients: Vec<String>,
+    pub recipients: Vec<String>,
 }
 
 /// A usage error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct Usage(pub(crate) String);
+pub struct Usage(pub String);
 
 /// Letters that take a value, attached (`-fme`) or in the next argument.
 const WITH_VALUE: &[char] = &[
@@ -80,7 +80,7 @@ const IGNORED: &[char] = &['G', 'U', 'm', 'n', 's', 'x', 'c'];
 
 /// Parses `args` (without the program name). `invoked_as` is the program's
 /// base name: `mailq` lists, `newaliases` rebuilds aliases.
-pub(crate) fn parse(invoked_as: &str, args: &[String]) -> Result<Options, Usage> {
+pub fn parse(invoked_as: &str, args: &[String]) -> Result<Options, Usage> {
     let mut o = Options::default();
     match invoked_as {
         "mailq" => o.mode = Mode::List,

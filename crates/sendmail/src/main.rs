@@ -66,8 +66,6 @@
 //! daemon to accept a message.
 #![forbid(unsafe_code)]
 
-mod addrlist;
-mod args;
 mod message;
 mod smtp;
 mod submit;
@@ -77,8 +75,8 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::args::{Mode, Options};
 use crate::submit::{Context, Submitter};
+use sluice_sendmail::args::{self, Mode, Options};
 
 /// sysexits.h: command line usage error.
 pub(crate) const EX_USAGE: u8 = 64;

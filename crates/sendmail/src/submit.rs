@@ -22,10 +22,11 @@ use std::time::SystemTime;
 use sluice_config::Config;
 use sluice_proto::address::{self, Path as SmtpPath};
 use sluice_proto::envelope::{BodyType, Envelope, Notify, Recipient, Ret};
+use sluice_sendmail::addrlist;
+use sluice_sendmail::args::Options;
 use sluice_spool::{Area, Message, QueueId, Source, Spool};
 
-use crate::args::Options;
-use crate::{addrlist, Failure, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
+use crate::{Failure, EX_DATAERR, EX_NOPERM, EX_TEMPFAIL, EX_USAGE};
 use sluice_cleanup::{header_safe, Header};
 
 /// The user submitting, from the real uid.
@@ -352,7 +353,7 @@ fn body_type(given: Option<&str>, content: &[u8]) -> Result<BodyType, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args;
+    use sluice_sendmail::args;
 
     fn ctx(trusted: bool, restrict: bool) -> (tempfile::TempDir, Context) {
         let dir = tempfile::tempdir().expect("tempdir");
