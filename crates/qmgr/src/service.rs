@@ -152,7 +152,10 @@ impl Service {
             starved: false,
             next_token: FIRST_PEER,
             queue,
-            next_scan: Instant::now() + SCAN_EVERY,
+            // Scan once right after binding: a file committed between the
+            // recovery in `Queue::open` and the bind above had no socket to
+            // hint, and must not wait a whole scan interval.
+            next_scan: Instant::now(),
             next_expire: Instant::now() + EXPIRE_EVERY,
         })
     }
