@@ -58,6 +58,18 @@ fn a_version_1_queue_file_is_delivered_after_an_upgrade() {
     );
 }
 
+/// Sends one message to rcpt@relay.test over SMTP (`data` ends with the
+/// `.` line); returns the reply to the end of DATA.
+fn relay_one(addr: std::net::SocketAddr, data: &[u8]) -> String {
+    let mut smtp = Raw::connect(addr);
+    assert!(smtp.command("EHLO client.test").starts_with("250"));
+    assert!(smtp.command("MAIL FROM:<a@client.test>").starts_with("250"));
+    assert!(smtp.command("RCPT TO:<rcpt@relay.test>").starts_with("250"));
+    assert!(smtp.command("DATA").starts_with("354"));
+    smtp.send(data);
+    smtp.reply()
+}
+
 /// The next hop's view of a message: its content holds no NUL and no CR
 /// or LF outside a CRLF pair.
 fn is_canonical(data: &[u8]) -> bool {
@@ -96,13 +108,10 @@ fn bare_cr_and_nul_never_leave_as_they_came() {
     .expect("stdin");
     assert!(child.wait().expect("sendmail").success());
 
-    let mut smtp = Raw::connect(addr);
-    assert!(smtp.command("EHLO client.test").starts_with("250"));
-    assert!(smtp.command("MAIL FROM:<a@client.test>").starts_with("250"));
-    assert!(smtp.command("RCPT TO:<rcpt@relay.test>").starts_with("250"));
-    assert!(smtp.command("DATA").starts_with("354"));
-    smtp.send(b"Subject: via-smtp\r\n\r\nline\r\n\x00.\r\nafter\r\n.\r\n");
-    let reply = smtp.reply();
+    let reply = relay_one(
+        addr,
+        b"Subject: via-smtp\r\n\r\nline\r\n\x00.\r\nafter\r\n.\r\n",
+    );
     assert!(reply.starts_with("250"), "{reply}");
 
     wait_for("both messages at the sink", || sink.count() == 2);
@@ -125,18 +134,12 @@ fn a_relay_loop_ends_at_the_hop_count_limit() {
     ));
     let addr = sluice.start();
     let send = |hops: usize, subject: &str| {
-        let mut smtp = Raw::connect(addr);
-        assert!(smtp.command("EHLO client.test").starts_with("250"));
-        assert!(smtp.command("MAIL FROM:<a@client.test>").starts_with("250"));
-        assert!(smtp.command("RCPT TO:<rcpt@relay.test>").starts_with("250"));
-        assert!(smtp.command("DATA").starts_with("354"));
         let mut message = String::new();
         for i in 0..hops {
             message.push_str(&format!("Received: from hop{i} by hop{}\r\n", i + 1));
         }
         message.push_str(&format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n"));
-        smtp.send(message.as_bytes());
-        smtp.reply()
+        relay_one(addr, message.as_bytes())
     };
     let refused = send(50, "looping");
     assert!(refused.starts_with("554 5.4.6 "), "{refused}");
