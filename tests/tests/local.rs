@@ -308,3 +308,39 @@ fn system_users_get_mbox_mail_forward_and_two_messages_at_once() {
     assert!(dora_box.contains("Subject: forward-1"));
     wait_for("the queue to empty", || sluice.files_in("queue").is_empty());
 }
+
+#[test]
+fn a_sender_starting_with_a_dash_is_delivered() {
+    // Issue 9 defect 10: the delivery child took `-oops@evil.test` for an
+    // option, and the mail deferred until its lifetime ended.
+    if !is_root() {
+        eprintln!("not root: cannot create users; nothing checked");
+        return;
+    }
+    let base = base_dir();
+    let erin = TestUser::new("e", base.path());
+    let mut sluice = Instance::new(&format!(
+        "local_domains: [\"local.test\"],\n    \
+         local: ( aliases: {:?}, mailbox: \"~/Maildir/\" ),",
+        base.path().join("no-aliases")
+    ));
+    let addr = sluice.start();
+    let data = message("dash", &["from a dash"]);
+    let outcomes = send_with_python(
+        addr,
+        1,
+        &[Mail {
+            from: "-oops@evil.test".into(),
+            to: vec![erin.address()],
+            data: data.clone(),
+        }],
+    );
+    assert!(outcomes.iter().all(|o| o.ok), "{outcomes:?}");
+    let mailbox = erin.home.join("Maildir");
+    wait_for("the delivery", || maildir(&mailbox).len() == 1);
+    let (got, owner) = maildir(&mailbox).remove(0);
+    assert_eq!(owner, erin.uid);
+    assert!(got.starts_with(b"Return-Path: <-oops@evil.test>\n"));
+    assert!(got.ends_with(&as_lf(&data)));
+    assert_eq!(sluice.log_count("status=deferred"), 0, "{}", sluice.log());
+}
