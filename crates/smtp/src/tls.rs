@@ -58,8 +58,11 @@ pub(crate) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 pub(crate) struct Contexts {
     /// For `may` and `encrypt`: any certificate.
     unverified: Arc<ClientConfig>,
-    /// For `verify`: WebPKI against the trust anchors.
-    verified: Arc<ClientConfig>,
+    /// For `verify`: WebPKI against the trust anchors; none when there is
+    /// no trust anchor at all (an empty system store and no
+    /// `smtp.tls_ca_file`): then `verify` hops defer, and `may` and
+    /// `encrypt` hops are still served.
+    verified: Option<Arc<ClientConfig>>,
 }
 
 /// Why a handshake did not give a usable session.
@@ -111,16 +114,29 @@ impl Contexts {
                 );
             }
         }
+        Contexts::with_roots(roots)
+    }
+
+    /// Both configurations over the trust anchors `roots`.
+    fn with_roots(roots: RootCertStore) -> anyhow::Result<Contexts> {
         let provider = provider();
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .context("building the certificate verifier")?;
-        let verified = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_webpki_verifier(verifier)
-            .with_no_client_auth();
+        let verified = if roots.is_empty() {
+            log::warn!(
+                "no trusted CA certificates (the system store is empty and smtp.tls_ca_file is unset): next hops with the verify TLS policy are deferred"
+            );
+            None
+        } else {
+            let verifier =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .context("building the certificate verifier")?;
+            let config = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .context("TLS versions")?
+                .with_webpki_verifier(verifier)
+                .with_no_client_auth();
+            Some(Arc::new(config))
+        };
         let unverified = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .context("TLS versions")?
@@ -129,7 +145,7 @@ impl Contexts {
             .with_no_client_auth();
         Ok(Contexts {
             unverified: Arc::new(unverified),
-            verified: Arc::new(verified),
+            verified,
         })
     }
 
@@ -150,7 +166,12 @@ impl Contexts {
             )
         })?;
         let config = if verify {
-            Arc::clone(&self.verified)
+            self.verified.clone().ok_or_else(|| {
+                fail(
+                    Enhanced::new(4, 7, 5),
+                    "cannot verify a certificate: no trusted CA certificates".to_owned(),
+                )
+            })?
         } else {
             Arc::clone(&self.unverified)
         };
@@ -322,5 +343,23 @@ mod tests {
         assert!(Contexts::new(&empty).is_err());
         assert!(Contexts::new(&dir.path().join("missing.pem")).is_err());
         assert!(Contexts::new(Path::new("")).is_ok());
+    }
+
+    #[test]
+    fn without_trust_anchors_only_verify_hops_fail() {
+        let contexts = Contexts::with_roots(RootCertStore::empty()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let failure = contexts
+            .handshake(tcp, "mx.example", true, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert_eq!(failure.dsn, Enhanced::new(4, 7, 5));
+        assert!(
+            failure.text.contains("no trusted CA certificates"),
+            "{}",
+            failure.text
+        );
+        assert!(contexts.verified.is_none());
     }
 }
