@@ -154,3 +154,44 @@ fn a_relay_loop_ends_at_the_hop_count_limit() {
         1
     );
 }
+
+/// Issue 9 defect 11, the option: with `nul_bytes: "reject"` a message
+/// with a NUL byte is refused, `550 5.6.0` at the end of DATA and exit 65
+/// from sendmail, and nothing reaches the next hop.
+#[test]
+fn nul_bytes_can_be_refused_instead() {
+    let sink = Sink::start("127.0.0.1");
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }}, nul_bytes: \"reject\",",
+        sink.route()
+    ));
+    let addr = sluice.start();
+    let reply = relay_one(addr, b"Subject: nul\r\n\r\nline\r\n\x00.\r\n.\r\n");
+    assert!(reply.starts_with("550 5.6.0 "), "{reply}");
+    let mut child = std::process::Command::new(sluice_e2e::program("sluice-sendmail"))
+        .arg("-C")
+        .arg(&sluice.config_path)
+        .arg("rcpt@relay.test")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"Subject: s\n\n\x00x\n",
+    )
+    .expect("stdin");
+    let out = child.wait_with_output().expect("sendmail");
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sluice.files_in("maildrop").is_empty());
+    // The refusals are final: a clean message still goes, alone.
+    let reply = relay_one(addr, b"Subject: clean\r\n\r\nline\r\n.\r\n");
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for("the clean message at the sink", || sink.count() == 1);
+    assert!(String::from_utf8_lossy(&sink.messages()[0].data).contains("Subject: clean"));
+}

@@ -8,7 +8,7 @@
 //! | step | `smtp` | `local` | `forward` | `notice` |
 //! |---|---|---|---|---|
 //! | [`Step::HopCount`]: refuse at `hopcount_limit` `Received:` fields ([`check`]) | yes | yes | yes | |
-//! | [`Step::CanonicalContent`]: CRLF line ends, no NUL (not `BINARYMIME`) | yes | yes | | |
+//! | [`Step::CanonicalContent`]: CRLF line ends, no NUL (not `BINARYMIME`; refused by [`check`] under `nul_bytes: "reject"`) | yes | yes | | |
 //! | [`Step::AddMissingHeaders`]: `From:`, `Date:`, `Message-ID:` | | yes | | |
 //! | [`Step::RemoveBcc`]: `Bcc:`, `Resent-Bcc:` | | yes | | |
 //! | [`Step::AuthenticationWarning`]: a sender chosen by an untrusted user | | yes | | |
@@ -62,6 +62,9 @@ pub struct Settings {
     pub hostname: String,
     /// `hopcount_limit` (0: no limit).
     pub hopcount_limit: usize,
+    /// `nul_bytes: "reject"`: refuse content with NUL bytes rather than
+    /// strip them.
+    pub reject_nul: bool,
 }
 
 impl Settings {
@@ -70,6 +73,7 @@ impl Settings {
         Settings {
             hostname: hostname.to_owned(),
             hopcount_limit: config.hopcount_limit,
+            reject_nul: config.nul_bytes == sluice_config::NulBytes::Reject,
         }
     }
 }
@@ -80,6 +84,9 @@ pub enum Refusal {
     /// It has `hopcount_limit` `Received:` fields or more: a relay loop.
     #[error("too many hops ({0} Received: header fields)")]
     TooManyHops(usize),
+    /// It holds NUL bytes and `nul_bytes` is `"reject"`.
+    #[error("message content contains NUL bytes")]
+    NulBytes,
 }
 
 impl Refusal {
@@ -87,6 +94,7 @@ impl Refusal {
     pub fn dsn(self) -> &'static str {
         match self {
             Refusal::TooManyHops(_) => "5.4.6",
+            Refusal::NulBytes => "5.6.0",
         }
     }
 }
@@ -95,13 +103,15 @@ impl Refusal {
 /// it before [`clean`] and refuses the message (at end of DATA, to
 /// `corrupt/`, by a bounce or an exit code) when it fails.
 pub fn check(settings: &Settings, entry: &Entry<'_>, content: &[u8]) -> Result<(), Refusal> {
-    check_hops(settings, entry, header::count_fields(content, "Received"))
-}
-
-fn check_hops(settings: &Settings, entry: &Entry<'_>, hops: usize) -> Result<(), Refusal> {
-    let applies = steps(entry.source).contains(&Step::HopCount);
-    if applies && settings.hopcount_limit > 0 && hops >= settings.hopcount_limit {
+    let hops = header::count_fields(content, "Received");
+    let counted = steps(entry.source).contains(&Step::HopCount);
+    if counted && settings.hopcount_limit > 0 && hops >= settings.hopcount_limit {
         return Err(Refusal::TooManyHops(hops));
+    }
+    let canonical = steps(entry.source).contains(&Step::CanonicalContent)
+        && entry.envelope.body != BodyType::BinaryMime;
+    if canonical && settings.reject_nul && content.contains(&0) {
+        return Err(Refusal::NulBytes);
     }
     Ok(())
 }
@@ -252,7 +262,7 @@ pub fn fix_local_header(
     who: &Submitter<'_>,
     header: &mut Header,
 ) -> Result<(), Refusal> {
-    check_hops(settings, entry, header.values(&["Received"]).len())?;
+    check(settings, entry, &header.to_bytes())?;
     edit_header(settings, entry, who, steps(entry.source), header);
     Ok(())
 }

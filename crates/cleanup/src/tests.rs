@@ -8,6 +8,7 @@ fn settings() -> Settings {
     Settings {
         hostname: "host.test".into(),
         hopcount_limit: 3,
+        reject_nul: false,
     }
 }
 
@@ -214,4 +215,37 @@ fn a_relay_loop_is_refused_at_the_hop_count_limit() {
     );
     assert_eq!(fixed, Err(Refusal::TooManyHops(3)));
     assert_eq!(Refusal::TooManyHops(3).dsn(), "5.4.6");
+}
+
+/// Issue 9 defect 11, the option: `nul_bytes: "reject"` refuses content
+/// with NUL bytes (5.6.0) from SMTP and sendmail, not a notice or binary.
+#[test]
+fn nul_bytes_are_refused_when_asked() {
+    let reject = Settings {
+        reject_nul: true,
+        ..settings()
+    };
+    let local = Source::Local {
+        uid: 1,
+        user: "u".into(),
+    };
+    let mut env = envelope("a@example.net");
+    let nul = b"Subject: s\r\n\r\n\x00.\r\n";
+    assert_eq!(
+        check(&reject, &entry(&local, &env), nul),
+        Err(Refusal::NulBytes)
+    );
+    assert_eq!(Refusal::NulBytes.dsn(), "5.6.0");
+    assert_eq!(check(&settings(), &entry(&local, &env), nul), Ok(()));
+    assert_eq!(check(&reject, &entry(&Source::Notice, &env), nul), Ok(()));
+    let mut header = Header::parse(nul);
+    let fixed = fix_local_header(
+        &reject,
+        &entry(&local, &env),
+        &Submitter::default(),
+        &mut header,
+    );
+    assert_eq!(fixed, Err(Refusal::NulBytes));
+    env.body = sluice_proto::envelope::BodyType::BinaryMime;
+    assert_eq!(check(&reject, &entry(&local, &env), nul), Ok(()));
 }

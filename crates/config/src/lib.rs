@@ -100,6 +100,10 @@ pub struct Config {
     /// Postfix's `hopcount_limit`: relay loops end. `0` turns the check
     /// off. Default 50.
     pub hopcount_limit: usize,
+    /// NUL bytes in a message from SMTP or sendmail: `"strip"` them, as
+    /// Postfix does, or `"reject"` the message (`550 5.6.0` at the end of
+    /// DATA). Default `"strip"`.
+    pub nul_bytes: NulBytes,
 }
 
 impl Default for Config {
@@ -120,6 +124,7 @@ impl Default for Config {
             local: Local::default(),
             log: Log::default(),
             hopcount_limit: 50,
+            nul_bytes: NulBytes::Strip,
         }
     }
 }
@@ -455,6 +460,16 @@ pub enum BareNewline {
     Normalize,
 }
 
+/// What cleanup does with NUL bytes in a message's content (`nul_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NulBytes {
+    /// `"strip"`: remove them, as Postfix does.
+    #[default]
+    Strip,
+    /// `"reject"`: refuse the message.
+    Reject,
+}
+
 /// Implements `FromStr`, `Display` and string serde for a keyword enum.
 macro_rules! keyword_enum {
     ($ty:ident, $what:literal, $($variant:ident = $word:literal),+) => {
@@ -508,6 +523,12 @@ keyword_enum!(
     May = "may",
     Encrypt = "encrypt",
     Verify = "verify"
+);
+keyword_enum!(
+    NulBytes,
+    "NUL byte policy",
+    Strip = "strip",
+    Reject = "reject"
 );
 keyword_enum!(
     BareNewline,

@@ -700,6 +700,7 @@ fn any_config() -> impl Strategy<Value = Config> {
                 local: local_cfg,
                 log,
                 hopcount_limit: 50,
+                nul_bytes: NulBytes::Strip,
             }
         },
     )

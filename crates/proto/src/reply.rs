@@ -199,6 +199,11 @@ pub fn queue_write_error() -> Reply {
 pub fn too_many_hops() -> Reply {
     Reply::new(554, e(5, 4, 6), "Error: too many hops")
 }
+/// `550 5.6.0` when cleanup refuses content with NUL bytes
+/// (`nul_bytes: "reject"`).
+pub fn nul_bytes() -> Reply {
+    Reply::new(550, e(5, 6, 0), "Error: message content contains NUL bytes")
+}
 /// `221 2.0.0 Bye` to QUIT.
 pub fn bye() -> Reply {
     Reply::new(221, e(2, 0, 0), "Bye")

@@ -178,6 +178,7 @@ fn context(config: &sluice_config::Config, options: &Options) -> Context {
         submitter: Submitter::current(config),
         hostname: config.hostname_or(&sluice_daemon::system_hostname()),
         hopcount_limit: config.hopcount_limit,
+        reject_nul: config.nul_bytes == sluice_config::NulBytes::Reject,
         spool: sluice_spool::Spool::new(&config.spool_dir),
         run_dir: config.run_dir.clone(),
         restrict_sender: config.local.restrict_sender,

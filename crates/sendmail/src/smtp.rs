@@ -139,6 +139,7 @@ mod tests {
             run_dir: dir.path().join("run"),
             restrict_sender: false,
             hopcount_limit: 50,
+            reject_nul: false,
             max_size: 1 << 20,
             verbose: false,
         };

@@ -81,6 +81,7 @@ pub(crate) struct Context {
     pub(crate) run_dir: std::path::PathBuf,
     pub(crate) restrict_sender: bool,
     pub(crate) hopcount_limit: usize,
+    pub(crate) reject_nul: bool,
     pub(crate) max_size: u64,
     pub(crate) verbose: bool,
 }
@@ -164,6 +165,7 @@ impl Context {
         let settings = sluice_cleanup::Settings {
             hostname: self.hostname.clone(),
             hopcount_limit: self.hopcount_limit,
+            reject_nul: self.reject_nul,
         };
         sluice_cleanup::fix_local_header(&settings, &entry, &who, header)
             .map_err(|e| Failure::new(EX_DATAERR, format!("{} {e}", e.dsn())))
@@ -371,6 +373,7 @@ mod tests {
             run_dir: dir.path().join("run"),
             restrict_sender: restrict,
             hopcount_limit: 50,
+            reject_nul: false,
             max_size: 1 << 20,
             verbose: false,
         };

@@ -146,9 +146,10 @@ impl Committer {
                 }
                 Err(Failure::Refused(refusal)) => {
                     log::info!("{queue_id}: refused by cleanup: {refusal}");
-                    match refusal {
-                        Refusal::TooManyHops(_) => CommitAnswer::TooManyHops,
-                    }
+                    CommitAnswer::Refused(match refusal {
+                        Refusal::TooManyHops(_) => sluice_proto::reply::too_many_hops(),
+                        Refusal::NulBytes => sluice_proto::reply::nul_bytes(),
+                    })
                 }
             };
             let token = Some(done.token).filter(|t| self.asks.take(*t, done.ask));

@@ -15,6 +15,7 @@ fn settings() -> Settings {
         cleanup: sluice_cleanup::Settings {
             hostname: "mx.test".into(),
             hopcount_limit: 50,
+            reject_nul: false,
         },
         max_file_size: 4096,
         restrict_sender: false,

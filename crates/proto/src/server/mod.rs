@@ -224,7 +224,8 @@ impl Session {
         let r = match answer {
             CommitAnswer::Queued { queue_id } => reply::queued(&queue_id),
             CommitAnswer::TempFail => reply::queue_write_error(),
-            CommitAnswer::TooManyHops => reply::too_many_hops(),
+            CommitAnswer::Refused(r) if r.code >= 400 => r,
+            CommitAnswer::Refused(_) => reply::queue_write_error(),
         };
         self.stage = "END-OF-MESSAGE";
         // A failed disk write is not the client's error.

@@ -135,8 +135,10 @@ pub enum CommitAnswer {
     },
     /// It is not: `451 4.3.0 Error: queue file write error`.
     TempFail,
-    /// Cleanup refused it as a relay loop: `554 5.4.6 Error: too many hops`.
-    TooManyHops,
+    /// Cleanup refused it (a relay loop, NUL bytes): this 4xx or 5xx
+    /// reply, made in [`crate::reply`] (a reply below 400 is taken as a
+    /// write error: 250 comes only from `Queued`).
+    Refused(crate::reply::Reply),
 }
 
 /// The answer to an [`Ask::Etrn`].
