@@ -58,6 +58,28 @@ fn a_version_1_queue_file_is_delivered_after_an_upgrade() {
     );
 }
 
+/// An instance relaying relay.test to `sink`, with `extra` config keys.
+fn relay(sink: &Sink, extra: &str) -> Instance {
+    Instance::new(&format!(
+        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }}, {extra}",
+        sink.route()
+    ))
+}
+
+/// Submits `stdin` to rcpt@relay.test with `sluice-sendmail`.
+fn sendmail(sluice: &Instance, stdin: &[u8]) -> std::process::Output {
+    let mut child = std::process::Command::new(sluice_e2e::program("sluice-sendmail"))
+        .arg("-C")
+        .arg(&sluice.config_path)
+        .arg("rcpt@relay.test")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin).expect("stdin");
+    child.wait_with_output().expect("sendmail")
+}
+
 /// Sends one message to rcpt@relay.test over SMTP (`data` ends with the
 /// `.` line); returns the reply to the end of DATA.
 fn relay_one(addr: std::net::SocketAddr, data: &[u8]) -> String {
@@ -89,24 +111,17 @@ fn is_canonical(data: &[u8]) -> bool {
 #[test]
 fn bare_cr_and_nul_never_leave_as_they_came() {
     let sink = Sink::start("127.0.0.1");
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},",
-        sink.route()
-    ));
+    let mut sluice = relay(&sink, "");
     let addr = sluice.start();
-    let mut child = std::process::Command::new(sluice_e2e::program("sluice-sendmail"))
-        .arg("-C")
-        .arg(&sluice.config_path)
-        .arg("rcpt@relay.test")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sendmail");
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("stdin"),
+    let out = sendmail(
+        &sluice,
         b"Subject: via-sendmail\n\nhello\r.\r\n\x00.\nafter\n",
-    )
-    .expect("stdin");
-    assert!(child.wait().expect("sendmail").success());
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let reply = relay_one(
         addr,
@@ -128,10 +143,7 @@ fn bare_cr_and_nul_never_leave_as_they_came() {
 #[test]
 fn a_relay_loop_ends_at_the_hop_count_limit() {
     let sink = Sink::start("127.0.0.1");
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }},",
-        sink.route()
-    ));
+    let mut sluice = relay(&sink, "");
     let addr = sluice.start();
     let send = |hops: usize, subject: &str| {
         let mut message = String::new();
@@ -161,27 +173,11 @@ fn a_relay_loop_ends_at_the_hop_count_limit() {
 #[test]
 fn nul_bytes_can_be_refused_instead() {
     let sink = Sink::start("127.0.0.1");
-    let mut sluice = Instance::new(&format!(
-        "relay_domains: [\"relay.test\"], routes: {{ \"relay.test\": \"{}\" }}, nul_bytes: \"reject\",",
-        sink.route()
-    ));
+    let mut sluice = relay(&sink, "nul_bytes: \"reject\",");
     let addr = sluice.start();
     let reply = relay_one(addr, b"Subject: nul\r\n\r\nline\r\n\x00.\r\n.\r\n");
     assert!(reply.starts_with("550 5.6.0 "), "{reply}");
-    let mut child = std::process::Command::new(sluice_e2e::program("sluice-sendmail"))
-        .arg("-C")
-        .arg(&sluice.config_path)
-        .arg("rcpt@relay.test")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sendmail");
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("stdin"),
-        b"Subject: s\n\n\x00x\n",
-    )
-    .expect("stdin");
-    let out = child.wait_with_output().expect("sendmail");
+    let out = sendmail(&sluice, b"Subject: s\n\n\x00x\n");
     assert_eq!(
         out.status.code(),
         Some(65),
