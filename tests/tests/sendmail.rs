@@ -398,10 +398,16 @@ fn bs_speaks_smtp_on_stdin_and_bp_lists_the_queue() {
     wait_for("the other one deferred", || {
         sluice.log_count("status=deferred") >= 1
     });
-    let (code, listing, stderr) = sendmail(&sluice, &["-bp"], "", None);
-    assert_eq!(code, 0, "{stderr}");
+    // The agent logs status=deferred before the queue manager records the
+    // result: wait for the listing to show it.
+    let mut listing = String::new();
+    wait_for("the deferral in the -bp listing", || {
+        let (code, out, stderr) = sendmail(&sluice, &["-bp"], "", None);
+        assert_eq!(code, 0, "{stderr}");
+        listing = out;
+        listing.contains("not now")
+    });
     assert!(listing.contains("wait@relay.test"), "{listing}");
-    assert!(listing.contains("not now"), "{listing}");
     // -q asks the queue manager to try it again now.
     let before = sluice.log_count("status=deferred");
     let (code, _, stderr) = sendmail(&sluice, &["-q"], "", None);
