@@ -251,3 +251,52 @@ fn eleven_hundred_connections_do_not_stop_the_queue_manager() {
     assert_eq!(sluice.daemon_pids("sluice-qmgr"), qmgr_pid);
     assert_eq!(sluice.log_count("fatal"), 0, "{}", sluice.log());
 }
+
+/// A hint written by a peer that closes at once, before the greeting
+/// reaches it (as a one-shot hinter does), is still read and acted on: the
+/// message goes out on the hint, not on the queue manager's next scan.
+#[test]
+fn a_hint_from_a_peer_that_closes_at_once_is_acted_on() {
+    let sink = sluice_e2e::sink::Sink::start("127.0.0.1");
+    let mut sluice = Instance::new(&format!(
+        "relay_domains: [\"example.org\"], routes: {{ \"example.org\": \"{}\" }},",
+        sink.route()
+    ));
+    sluice.start();
+    wait_for("the queue manager's socket", || {
+        qmgr::socket(&sluice.run_dir).exists()
+    });
+    // Two answered requests: the queue manager's first turn, and the scan
+    // it makes right after binding, are behind us.
+    assert!(answers(&sluice));
+    assert!(answers(&sluice));
+    // A queue file the queue manager has not been told of (the fixture of
+    // the previous release's format, with a recent arrival).
+    let fixture = include_str!("../../crates/spool/tests/fixtures/version-1.queue");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let file = fixture.replace(
+        "arrival: 1732831234.123456\n",
+        &format!("arrival: {now}.123456\n"),
+    );
+    let id = "0H28JOGF4XS009IX0000";
+    std::fs::write(sluice.spool_dir.join("queue").join(id), file).expect("queue the file");
+
+    let mut stream = UnixStream::connect(qmgr::socket(&sluice.run_dir)).expect("connect");
+    let hint = sluice_ipc::encode(&Request::NewMail {
+        queue_id: id.to_owned(),
+    })
+    .expect("encode");
+    stream.write_all(&hint).expect("write the hint");
+    drop(stream);
+
+    wait_for("the hinted message at the sink", || sink.count() == 1);
+    assert_eq!(
+        sluice.log_count("without a hint"),
+        0,
+        "found by a scan, not by its hint:\n{}",
+        sluice.log()
+    );
+}

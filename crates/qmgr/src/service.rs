@@ -83,6 +83,10 @@ struct Peer {
     uid: u32,
     gid: u32,
     closed: bool,
+    /// Its side takes no more answers (a write failed): what it sent is
+    /// still read and handled, to its end. A one-shot hint writes and
+    /// closes before it could take the greeting.
+    deaf: bool,
     /// In [`Service::ready`]: it may have input not yet served.
     ready: bool,
 }
@@ -424,6 +428,7 @@ impl Service {
                     uid: creds.uid(),
                     gid: creds.gid(),
                     closed: false,
+                    deaf: false,
                     ready: false,
                 },
             );
@@ -437,6 +442,9 @@ impl Service {
             return;
         };
         if let Some(peer) = self.peers.get_mut(&token) {
+            if peer.deaf {
+                return;
+            }
             peer.out.extend_from_slice(&frame);
         }
         self.flush(token);
@@ -454,10 +462,16 @@ impl Service {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    peer.closed = true;
+                    peer.deaf = true;
                     break;
                 }
             }
+        }
+        if peer.deaf {
+            // Its input is still served; the connection ends at its EOF.
+            peer.out.clear();
+            self.mark_ready(token);
+            return;
         }
         peer.out.drain(..written);
         if peer.out.len() > MAX_UNSENT {
